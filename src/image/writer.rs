@@ -1,0 +1,297 @@
+//! Writing streams: blocks are encoded on worker threads ([`encode_block`]) and appended in
+//! order by one [`StreamWriter`], which splits them into volumes and writes the map and index.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::fs::Extents;
+use crate::image::format::{
+    encode_index, encode_map, Encoding, IndexEntry, RecordHeader, RECORD_HEADER_LEN,
+};
+use crate::image::manifest::{FileRef, StreamInfo};
+use crate::image::ImageError;
+
+/// A block ready to be written.
+#[derive(Debug)]
+pub struct Encoded {
+    /// How the payload is kept.
+    pub encoding: Encoding,
+    /// Uncompressed length.
+    pub len: u32,
+    /// CRC32 of the uncompressed bytes.
+    pub crc: u32,
+    /// The payload (empty for zero blocks).
+    pub payload: Vec<u8>,
+}
+
+/// Encodes one block: all-zero → a hole, else LZ4, else stored when LZ4 does not gain.
+pub fn encode_block(data: &[u8]) -> Encoded {
+    let len = data.len() as u32;
+    if is_zero(data) {
+        return Encoded {
+            encoding: Encoding::Zero,
+            len,
+            crc: crc32fast::hash(data),
+            payload: Vec::new(),
+        };
+    }
+    let crc = crc32fast::hash(data);
+    let compressed = lz4_flex::block::compress(data);
+    if compressed.len() < data.len() {
+        Encoded {
+            encoding: Encoding::Lz4,
+            len,
+            crc,
+            payload: compressed,
+        }
+    } else {
+        Encoded {
+            encoding: Encoding::Stored,
+            len,
+            crc,
+            payload: data.to_vec(),
+        }
+    }
+}
+
+/// True when every byte is zero (compared 16 bytes at a time).
+pub fn is_zero(data: &[u8]) -> bool {
+    let mut chunks = data.chunks_exact(16);
+    chunks.all(|c| c == [0u8; 16]) && chunks.remainder().iter().all(|&b| b == 0)
+}
+
+struct Volume {
+    out: BufWriter<File>,
+    path: PathBuf,
+    name: String,
+    written: u64,
+    hasher: crc32fast::Hasher,
+}
+
+/// Appends a stream's blocks, in order, to volume files `<name>.000`, `<name>.001`, …
+pub struct StreamWriter {
+    dir: PathBuf,
+    name: String,
+    volume_size: u64,
+    current: Option<Volume>,
+    volumes: Vec<FileRef>,
+    entries: Vec<IndexEntry>,
+    image_bytes: u64,
+}
+
+fn write_err(file: &Path, offset: u64, e: std::io::Error, remaining: u64) -> ImageError {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        let free = nix::sys::statvfs::statvfs(file.parent().unwrap_or(Path::new(".")))
+            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .unwrap_or(0);
+        ImageError::Full {
+            file: file.to_path_buf(),
+            offset,
+            needed: remaining,
+            free,
+        }
+    } else {
+        ImageError::Io {
+            op: "writing",
+            file: file.to_path_buf(),
+            source: e,
+        }
+    }
+}
+
+impl StreamWriter {
+    /// A writer for stream `name` in `dir`.
+    pub fn new(dir: &Path, name: &str, volume_size: u64) -> StreamWriter {
+        StreamWriter {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            volume_size,
+            current: None,
+            volumes: Vec::new(),
+            entries: Vec::new(),
+            image_bytes: 0,
+        }
+    }
+
+    fn open_volume(&mut self) -> Result<(), ImageError> {
+        let name = format!("{}.{:03}", self.name, self.volumes.len());
+        let path = self.dir.join(&name);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| ImageError::Io {
+                op: "creating",
+                file: path.clone(),
+                source: e,
+            })?;
+        self.current = Some(Volume {
+            out: BufWriter::with_capacity(4 << 20, file),
+            path,
+            name,
+            written: 0,
+            hasher: crc32fast::Hasher::new(),
+        });
+        Ok(())
+    }
+
+    fn close_volume(&mut self) -> Result<(), ImageError> {
+        if let Some(mut v) = self.current.take() {
+            let written = v.written;
+            v.out
+                .flush()
+                .map_err(|e| write_err(&v.path, written, e, 0))?;
+            let file = v.out.into_inner().map_err(|e| ImageError::Io {
+                op: "flushing",
+                file: v.path.clone(),
+                source: e.into_error(),
+            })?;
+            file.sync_all()
+                .map_err(|e| write_err(&v.path, written, e, 0))?;
+            self.volumes.push(FileRef {
+                file: v.name,
+                size: v.written,
+                crc32: v.hasher.finalize(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends block number `block` (blocks must come in order, from 0).
+    /// `remaining` is an estimate of the bytes still to come, for a "repository full" error.
+    pub fn push(&mut self, block: u64, enc: &Encoded, remaining: u64) -> Result<(), ImageError> {
+        debug_assert_eq!(block, self.entries.len() as u64);
+        if enc.encoding == Encoding::Zero {
+            self.entries.push(IndexEntry {
+                encoding: Encoding::Zero,
+                len: enc.len,
+                stored_len: 0,
+                crc: enc.crc,
+                volume: 0,
+                offset: 0,
+            });
+            return Ok(());
+        }
+        let rec_len = (RECORD_HEADER_LEN + enc.payload.len()) as u64;
+        let roll = match &self.current {
+            None => true,
+            Some(v) => v.written > 0 && v.written + rec_len > self.volume_size,
+        };
+        if roll {
+            self.close_volume()?;
+            self.open_volume()?;
+        }
+        let volume = self.volumes.len() as u32;
+        let Some(v) = self.current.as_mut() else {
+            return Err(ImageError::Corrupt {
+                file: self.dir.clone(),
+                detail: "internal: no open volume".into(),
+            });
+        };
+        let header = RecordHeader {
+            encoding: enc.encoding,
+            block,
+            len: enc.len,
+            stored_len: enc.payload.len() as u32,
+            crc: enc.crc,
+        }
+        .encode();
+        let offset = v.written;
+        v.out
+            .write_all(&header)
+            .and_then(|()| v.out.write_all(&enc.payload))
+            .map_err(|e| write_err(&v.path, offset, e, remaining))?;
+        v.hasher.update(&header);
+        v.hasher.update(&enc.payload);
+        v.written += rec_len;
+        self.image_bytes += rec_len;
+        self.entries.push(IndexEntry {
+            encoding: enc.encoding,
+            len: enc.len,
+            stored_len: enc.payload.len() as u32,
+            crc: enc.crc,
+            volume,
+            offset,
+        });
+        Ok(())
+    }
+
+    /// Closes the last volume and writes the map and index files, all synced to disk.
+    pub fn finish(
+        mut self,
+        map: &Extents,
+        base: u64,
+        length: u64,
+        block_size: u32,
+    ) -> Result<StreamInfo, ImageError> {
+        self.close_volume()?;
+        let map_ref = write_small(&self.dir, &format!("{}.map", self.name), &encode_map(map))?;
+        let index_ref = write_small(
+            &self.dir,
+            &format!("{}.idx", self.name),
+            &encode_index(&self.entries),
+        )?;
+        Ok(StreamInfo {
+            name: self.name,
+            base,
+            length,
+            block_size,
+            stored_bytes: map.total(),
+            image_bytes: self.image_bytes,
+            blocks: self.entries.len() as u64,
+            map: map_ref,
+            index: index_ref,
+            volumes: self.volumes,
+        })
+    }
+}
+
+/// Writes a small file whole and syncs it.
+pub fn write_small(dir: &Path, name: &str, data: &[u8]) -> Result<FileRef, ImageError> {
+    let path = dir.join(name);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| ImageError::Io {
+            op: "creating",
+            file: path.clone(),
+            source: e,
+        })?;
+    f.write_all(data)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| write_err(&path, 0, e, data.len() as u64))?;
+    Ok(FileRef {
+        file: name.to_string(),
+        size: data.len() as u64,
+        crc32: crc32fast::hash(data),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_detection() {
+        assert!(is_zero(&[0u8; 4097]));
+        let mut v = vec![0u8; 4097];
+        v[4096] = 1;
+        assert!(!is_zero(&v));
+        v[4096] = 0;
+        v[17] = 1;
+        assert!(!is_zero(&v));
+        assert!(is_zero(&[]));
+    }
+
+    #[test]
+    fn encode_picks_encoding() {
+        assert_eq!(encode_block(&[0u8; 1000]).encoding, Encoding::Zero);
+        assert_eq!(encode_block(&[7u8; 1000]).encoding, Encoding::Lz4);
+        let noise: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let e = encode_block(&noise);
+        assert!(e.encoding == Encoding::Stored || e.payload.len() < 1000);
+    }
+}
