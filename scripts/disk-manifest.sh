@@ -30,7 +30,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export LC_ALL=C TZ=UTC MTOOLS_SKIP_CHECK=1
 
 if [[ $# != 2 ]]; then
-    sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
     exit 2
 fi
 DISK=$1
@@ -55,8 +55,8 @@ if [[ -b $DISK ]]; then
 else
     DISK_BYTES=$(stat -c %s "$DISK")
     SS=512
-    if [[ "$(dd if="$DISK" bs=1 skip=512 count=8 status=none)" != "EFI PART" &&
-        "$(dd if="$DISK" bs=1 skip=4096 count=8 status=none)" == "EFI PART" ]]; then
+    if [[ "$(dd if="$DISK" bs=1 skip=512 count=8 status=none | tr -d '\0')" != "EFI PART" &&
+        "$(dd if="$DISK" bs=1 skip=4096 count=8 status=none | tr -d '\0')" == "EFI PART" ]]; then
         SS=4096
         ll_loop_attach DEV -r --sector-size 4096 "$DISK"
         [[ $(blockdev --getss "$DEV") == 4096 ]] || ll_die "could not get a 4096-byte sector loop device"
@@ -80,7 +80,7 @@ list_tree() {
         find . ! -type d ! -type l ! -type f -printf 'special  %y %p\n' | sort
         find . -type f -print0 | sort -z | xargs -0 -r sha256sum
         if [[ $meta == 1 ]]; then
-            find . -printf 'meta  %m %U:%G %p\n' | sort -k4
+            find . -printf 'meta  %m %U:%G %p\n' | sort
         fi
     ) >>"$RES"
 }
@@ -94,7 +94,20 @@ content_ext() {
         cat "$err" >&2
         ll_die "debugfs rdump failed at offset $off"
     fi
-    list_tree "$dst" 1
+    list_tree "$dst" 0
+    # rdump drops setuid/setgid/sticky bits: take mode and owner from
+    # `debugfs ls -p` of every directory instead
+    (cd "$dst" && find . -type d) | sort | sed 's|^\.||' |
+        while IFS= read -r d; do printf 'ls -p "%s"\n' "${d:-/}"; done >"$T/ls.cmd"
+    debugfs -f "$T/ls.cmd" "$DEV?offset=$off" 2>/dev/null | awk -F/ '
+        function perm(m) { m = substr(m, length(m) - 3); sub(/^0+/, "", m); return m == "" ? "0" : m }
+        /^debugfs: ls -p "/ { d = substr($0, 17, length($0) - 17); if (d == "/") d = ""; next }
+        $1 == "" && NF >= 7 {
+            name = $6
+            if (name == ".." || name == "" || $2 == "0") next
+            if (name == ".") { if (d == "") print "meta  " perm($3) " " $4 ":" $5 " ."; next }
+            print "meta  " perm($3) " " $4 ":" $5 " ." d "/" name
+        }' | sort >>"$RES"
     rm -rf "$dst"
 }
 

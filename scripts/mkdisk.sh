@@ -7,7 +7,10 @@
 #   windows    (1024)  GPT/512: ESP FAT32, MSR, NTFS C:, NTFS WinRE
 #   legacy     (512)   MBR: boot code + post-MBR gap, p1 ext4 (boot),
 #                      p2 extended { p5 ext4, p6 swap }
-#   gpt4k      (256)   GPT with 4096-byte logical sectors: ESP FAT32, ext4
+#   gpt4k      (512)   GPT with 4096-byte logical sectors: ESP, ext4.  The ESP
+#                      is FAT32 (260 MiB) from 400 MiB up, else FAT16 (64 MiB):
+#                      with 4096-byte sectors a FAT32 needs >= 65525 clusters
+#                      = 256 MiB (and mtools cannot write a smaller one)
 #   bare-ext4  (128)   no partition table, ext4 on the whole file
 #   mbr-simple (256)   MBR: p1 FAT16 (boot), p2 ext4
 #
@@ -36,7 +39,7 @@ EPOCH=1600000000
 MIB=$((1024 * 1024))
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -48,7 +51,7 @@ SIZE_ARG=${3:-}
 case $KIND in
     windows) DEF_SIZE=1024 MIN_SIZE=160 ;;
     legacy) DEF_SIZE=512 MIN_SIZE=128 ;;
-    gpt4k) DEF_SIZE=256 MIN_SIZE=128 ;;
+    gpt4k) DEF_SIZE=512 MIN_SIZE=128 ;;
     bare-ext4) DEF_SIZE=128 MIN_SIZE=32 ;;
     mbr-simple) DEF_SIZE=256 MIN_SIZE=96 ;;
     -h | --help) usage ;;
@@ -102,7 +105,7 @@ gen_tree() { "$PY" "$T/gen.py" tree "$@"; }
 # splice IMG OFFSET_BYTES: copy a filesystem image into the disk file
 splice() {
     local img=$1 off=$2
-    dd if="$img" of="$DISK" bs=64K seek="$off" oflag=seek_bytes conv=notrunc,sparse status=none
+    dd if="$img" of="$DISK" bs=1M seek="$off" oflag=seek_bytes conv=notrunc,sparse status=none
     rm -f -- "$img"
 }
 
@@ -140,13 +143,13 @@ mk_ext4() {
     rm -rf -- "$stage"
 }
 
-# mk_fat IMG BYTES FATBITS LABEL VOLID HIDDEN_SECTORS SECTOR_SIZE PROFILE SEED BUDGET
+# mk_fat IMG BYTES FATBITS LABEL VOLID HIDDEN_SECTORS SECTOR_SIZE PROFILE SEED BUDGET [SECTORS_PER_CLUSTER]
 mk_fat() {
-    local img=$1 bytes=$2 bits=$3 label=$4 volid=$5 hidden=$6 ss=$7 prof=$8 seed=$9 budget=${10}
+    local img=$1 bytes=$2 bits=$3 label=$4 volid=$5 hidden=$6 ss=$7 prof=$8 seed=$9 budget=${10} spc=${11:-}
     local stage=$T/stage-$label d
     rm -f -- "$img"
     truncate -s "$bytes" "$img"
-    q mkfs.vfat -F "$bits" -S "$ss" --invariant -i "$volid" -n "$label" -h "$hidden" "$img"
+    q mkfs.vfat -F "$bits" -S "$ss" ${spc:+-s "$spc"} --invariant -i "$volid" -n "$label" -h "$hidden" "$img"
     gen_tree "$prof" "$seed" "$stage" "$budget" >/dev/null
     # copy directory by directory in sorted order, so that the FAT directory
     # entry order does not depend on the host's readdir order
@@ -161,27 +164,42 @@ mk_fat() {
     rm -rf -- "$stage"
 }
 
-# mk_ntfs IMG BYTES LABEL HIDDEN_SECTORS SERIAL_HEX PROFILE SEED BUDGET STALE_BYTES
+# mk_ntfs IMG BYTES LABEL HIDDEN_SECTORS SERIAL_HEX PROFILE SEED BUDGET STALE(0|1)
+# Stale data: (1) like mk_ext4, the image is pre-filled with seeded random
+# bytes in [40%, 90%) before `mkntfs -Q` (which does not clear the volume);
+# (2) a real file is written and deleted before the content is copied.
 mk_ntfs() {
     local img=$1 bytes=$2 label=$3 hidden=$4 serial=$5 prof=$6 seed=$7 budget=$8 stale=$9
-    local stage=$T/stage-$label big=$T/big-$label mnt=$T/mnt-$label f
+    local stage=$T/stage-$label big=$T/big-$label mnt=$T/mnt-$label f loop
     rm -f -- "$img"
     truncate -s "$bytes" "$img"
+    if [[ $stale == 1 ]]; then
+        local s0=$((bytes * 40 / 100 / MIB * MIB)) len=$((bytes * 50 / 100 / MIB * MIB))
+        rand $((seed + 7777)) "$len" "$img" "$s0"
+    fi
     q mkntfs -Q -F -q -s 512 -c 4096 -H 255 -S 63 -p "$hidden" -L "$label" "$img"
     local -a bigfiles=()
-    mapfile -t bigfiles < <(gen_tree "$prof" "$seed" "$stage" "$budget" "$big" $((1024 * 1024)))
-    # stale data: a big random file written then deleted before the content
-    if ((stale > 0)); then
-        rand $((seed + 9999)) "$stale" "$T/stale.bin"
+    gen_tree "$prof" "$seed" "$stage" "$budget" "$big" $((1024 * 1024)) >"$T/bigfiles-$label"
+    mapfile -t bigfiles <"$T/bigfiles-$label"
+    if [[ $stale == 1 ]]; then
+        local del=$((bytes * 5 / 100))
+        ((del <= 32 * MIB)) || del=$((32 * MIB))
+        rand $((seed + 9999)) "$del" "$T/stale.bin"
         q ntfscp "$img" "$T/stale.bin" "/pagefile.tmp"
         rm -f -- "$T/stale.bin"
     fi
-    # directories and small files through the FUSE driver
+    # directories and small files through the FUSE driver.  It is mounted
+    # from a loop device (fuseblk) rather than from the file: for fuseblk the
+    # kernel sends release synchronously, so ntfs-3g sees the same sequence
+    # of operations on every run and allocates the same clusters.
     mkdir -p "$mnt"
-    ll_ntfs_mount "$img" "$mnt" big_writes
+    ll_loop_attach loop "$img"
+    ll_loop_check "$loop" "$img"
+    ll_ntfs_mount "$loop" "$mnt" big_writes
     rm -f -- "$mnt/pagefile.tmp"
-    cp -r -- "$stage/." "$mnt/"
+    "$PY" "$T/gen.py" copy "$stage" "$mnt"
     ll_umount "$mnt"
+    ll_loop_detach "$loop"
     # big files with ntfscp (much faster than FUSE)
     for f in "${bigfiles[@]}"; do
         q ntfscp "$img" "$big/$f" "/$f"
@@ -246,6 +264,7 @@ cat >"$T/gen.py" <<'GENPY'
 
   gen.py rand SEED NBYTES OUT [OFFSET]
   gen.py tree PROFILE SEED DEST BUDGET [BIG_DIR BIG_MIN]
+  gen.py copy SRC DST
 
 Everything is derived from random.Random(SEED) (Mersenne Twister; stable across
 CPython >= 3.9), so the same arguments always produce the same bytes, names and
@@ -590,6 +609,33 @@ PROFILES = {
 }
 
 
+def copy_tree(src, dst):
+    """Copy a tree in sorted order with fixed-size writes (cp -r copies in
+    inode-number order, which differs from run to run)."""
+    for root, dirs, files in os.walk(src):
+        dirs.sort()
+        files.sort()
+        rel = os.path.relpath(root, src)
+        out = os.path.normpath(os.path.join(dst, rel))
+        for d in dirs:
+            s = os.path.join(root, d)
+            if os.path.islink(s):
+                os.symlink(os.readlink(s), os.path.join(out, d))
+            else:
+                os.mkdir(os.path.join(out, d))
+        for f in files:
+            s = os.path.join(root, f)
+            if os.path.islink(s):
+                os.symlink(os.readlink(s), os.path.join(out, f))
+                continue
+            with open(s, "rb") as i, open(os.path.join(out, f), "wb") as o:
+                while True:
+                    b = i.read(CHUNK)
+                    if not b:
+                        break
+                    o.write(b)
+
+
 def main(argv):
     if len(argv) in (4, 5) and argv[0] == "rand":
         r = random.Random(int(argv[1]))
@@ -601,6 +647,9 @@ def main(argv):
                 k = min(CHUNK, left)
                 f.write(r.randbytes(k))
                 left -= k
+        return 0
+    if len(argv) == 3 and argv[0] == "copy":
+        copy_tree(argv[1], argv[2])
         return 0
     if len(argv) in (5, 7) and argv[0] == "tree":
         prof, seed, dest, budget = argv[1], int(argv[2]), argv[3], int(argv[4])
@@ -653,7 +702,7 @@ build_windows() {
     splice "$T/p1.img" $((s1 * MIB))
     # p2 (MSR) stays zero
     mk_ntfs "$T/p3.img" $((c * MIB)) Windows $((s3 * 2048)) 4A6F1C2B8D3E5F70 win-c 103 \
-        $((c * MIB * 40 / 100)) $((c * MIB * 55 / 100))
+        $((c * MIB * 40 / 100)) 1
     splice "$T/p3.img" $((s3 * MIB))
     mk_ntfs "$T/p4.img" $((rec * MIB)) Recovery $((s4 * 2048)) 6C1D2E3F40516273 win-re 104 \
         $((rec * MIB * 60 / 100)) 0
@@ -693,10 +742,11 @@ SFD
 }
 
 build_gpt4k() {
-    local esp=64 loop
-    # a FAT32 with 4096-byte sectors needs >= 65525 clusters (256 MiB) to be
-    # a valid FAT32 by cluster count; only possible on bigger disks
-    if ((SIZE_MIB >= 400)); then esp=260; fi
+    local esp=64 fatbits=16 loop
+    # A FAT32 with 4096-byte sectors needs >= 65525 clusters (~256 MiB) to be
+    # FAT32 by cluster count (the only rule mtools and Windows use); a 64 MiB
+    # "FAT32" would be a FAT16 to them, so small disks get a FAT16 ESP.
+    if ((SIZE_MIB >= 400)); then esp=260 fatbits=32; fi
     local p2=$((SIZE_MIB - 1 - esp - 1))
     local s1=1 s2=$((1 + esp))   # MiB; 256 sectors of 4096 bytes per MiB
     ll_loop_attach loop --sector-size 4096 "$DISK"
@@ -711,7 +761,7 @@ build_gpt4k() {
     gpt_verify "$loop"
     ll_loop_detach "$loop"
 
-    mk_fat "$T/p1.img" $((esp * MIB)) 32 ESP 0F0E0D0C $((s1 * 256)) 4096 linux-esp 301 0
+    mk_fat "$T/p1.img" $((esp * MIB)) "$fatbits" ESP 0F0E0D0C $((s1 * 256)) 4096 linux-esp 301 0 1
     splice "$T/p1.img" $((s1 * MIB))
     mk_ext4 "$T/p2.img" $((p2 * MIB)) rootfs 44444444-0000-4000-8000-000000000002 linux-root 302 \
         $((p2 * MIB * 40 / 100)) 1 4096

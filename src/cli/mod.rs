@@ -178,9 +178,13 @@ pub struct CloneArgs {
 /// Parses `700M`, `2G`, `1.5G`, `4000000000` (K/M/G/T are powers of 1024; KB/MB/GB/TB of 1000).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a size like 700M or 2G"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 700M or 2G"))?;
     let mult: f64 = match unit.to_ascii_uppercase().as_str() {
         "" | "B" => 1.0,
         "K" | "KIB" => 1024.0,
@@ -194,7 +198,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         _ => return Err(format!("unknown unit in {s:?}; use K, M, G, T")),
     };
     let v = n * mult;
-    if !(v.is_finite() && v >= 1.0 && v < 1.8e19) {
+    if !(v.is_finite() && (1.0..1.8e19).contains(&v)) {
         return Err(format!("{s:?} is out of range"));
     }
     Ok(v as u64)
@@ -309,7 +313,11 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 r.blocks,
                 human_bytes(r.bytes),
                 r.volumes,
-                if against.is_some() { " and equal to the disk" } else { "" },
+                if against.is_some() {
+                    " and equal to the disk"
+                } else {
+                    ""
+                },
                 t0.elapsed().as_secs_f64()
             );
             Ok(Exit::Ok)
@@ -395,7 +403,10 @@ fn inspect(source: &Path, json: bool) -> Result<Exit> {
         s.size_bytes,
         s.logical_sector_size,
         s.table,
-        s.disk_id.as_ref().map(|d| format!(", id {d}")).unwrap_or_default()
+        s.disk_id
+            .as_ref()
+            .map(|d| format!(", id {d}"))
+            .unwrap_or_default()
     );
     for w in &ins.table.warnings {
         println!("warning: {w}");
@@ -432,7 +443,10 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         Ok(i) => i,
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "complete": false, "error": e.to_string() }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "complete": false, "error": e.to_string() })
+                );
             }
             return Err(e.into());
         }
@@ -467,7 +481,11 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
     }
-    println!("image:   {} (complete, format version {})", dir.display(), m.version);
+    println!(
+        "image:   {} (complete, format version {})",
+        dir.display(),
+        m.version
+    );
     println!("created: {} by {}", m.created, m.tool);
     println!(
         "source:  {}, {}, {} table, {}-byte sectors{}{}",
@@ -475,17 +493,32 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         human_bytes(m.source.size_bytes),
         m.source.table,
         m.source.logical_sector_size,
-        if m.source.model.is_empty() { String::new() } else { format!(", model {}", m.source.model) },
-        if m.source.serial.is_empty() { String::new() } else { format!(", serial {}", m.source.serial) },
+        if m.source.model.is_empty() {
+            String::new()
+        } else {
+            format!(", model {}", m.source.model)
+        },
+        if m.source.serial.is_empty() {
+            String::new()
+        } else {
+            format!(", serial {}", m.source.serial)
+        },
     );
-    println!("{:>3} {:<9} {:<5} {:>10} {:>10} {:>10}  LABEL", "#", "FS", "MODE", "SIZE", "STORED", "IMAGE");
+    println!(
+        "{:>3} {:<9} {:<5} {:>10} {:>10} {:>10}  LABEL",
+        "#", "FS", "MODE", "SIZE", "STORED", "IMAGE"
+    );
     for p in &m.partitions {
         let src = m.source_partition(p.number);
         println!(
             "{:>3} {:<9} {:<5} {:>10} {:>10} {:>10}  {}",
             p.number,
             p.fs.to_string(),
-            if p.mode == crate::image::manifest::Mode::Used { "used" } else { "raw" },
+            if p.mode == crate::image::manifest::Mode::Used {
+                "used"
+            } else {
+                "raw"
+            },
             human_bytes(src.map(|s| s.size_bytes).unwrap_or(0)),
             human_bytes(p.stored_bytes),
             human_bytes(p.image_bytes),

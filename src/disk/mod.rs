@@ -197,9 +197,7 @@ impl BlockDev for FileDisk {
 }
 
 fn check_range(offset: u64, len: usize, size: u64) -> io::Result<()> {
-    let end = u64::try_from(len)
-        .ok()
-        .and_then(|l| offset.checked_add(l));
+    let end = u64::try_from(len).ok().and_then(|l| offset.checked_add(l));
     match end {
         Some(end) if end <= size => Ok(()),
         _ => Err(io::Error::new(

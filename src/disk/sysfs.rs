@@ -173,7 +173,11 @@ pub fn list_disks() -> Vec<SysDisk> {
 }
 
 fn devno(rdev: u64) -> String {
-    format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
+    format!(
+        "{}:{}",
+        nix::sys::stat::major(rdev),
+        nix::sys::stat::minor(rdev)
+    )
 }
 
 /// The /sys/block directory of the whole disk that holds `devno` (`8:1` → /sys/block/sda).
@@ -228,7 +232,11 @@ pub fn target_in_use(target: &Path, image_dir: Option<&Path>) -> Option<String> 
         let canon = fs::canonicalize(target).ok()?;
         for d in list_disks().iter().filter(|d| d.transport == "loop") {
             let name = d.path.trim_start_matches("/dev/");
-            let backing = read_trim(&PathBuf::from("/sys/block").join(name).join("loop/backing_file"));
+            let backing = read_trim(
+                &PathBuf::from("/sys/block")
+                    .join(name)
+                    .join("loop/backing_file"),
+            );
             if Path::new(&backing) == canon
                 && (d.mountpoint.is_some() || d.partitions.iter().any(|p| p.mountpoint.is_some()))
             {

@@ -270,7 +270,13 @@ fn read_mbr(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
                 });
             }
             extended = Some((start, size));
-            read_ebr_chain(disk, u64::from(e.lba), u64::from(e.sectors), &mut parts, &mut areas)?;
+            read_ebr_chain(
+                disk,
+                u64::from(e.lba),
+                u64::from(e.sectors),
+                &mut parts,
+                &mut areas,
+            )?;
         } else {
             parts.push(Partition {
                 number,
@@ -404,13 +410,19 @@ fn parse_gpt_header(buf: &[u8], at: u64) -> Result<GptHeader, String> {
         entries_crc: le32(buf, 88).ok_or("short header")?,
     };
     if h.my_lba != at {
-        return Err(format!("header says it is at LBA {} but was read at LBA {at}", h.my_lba));
+        return Err(format!(
+            "header says it is at LBA {} but was read at LBA {at}",
+            h.my_lba
+        ));
     }
     if h.entry_size < 128 || h.entry_size % 8 != 0 {
         return Err(format!("entry size {} invalid", h.entry_size));
     }
     if u64::from(h.num_entries) * u64::from(h.entry_size) > MAX_GPT_ARRAY_BYTES {
-        return Err(format!("partition array of {} entries too large", h.num_entries));
+        return Err(format!(
+            "partition array of {} entries too large",
+            h.num_entries
+        ));
     }
     if h.first_usable > h.last_usable {
         return Err("first usable LBA after last usable LBA".into());
@@ -432,7 +444,10 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
             .and_then(|o| o.checked_add(array_len))
             .ok_or("partition array offset overflows")?;
         if array_end > disk.len() {
-            return Err(format!("partition array at LBA {} is beyond the disk", h.entries_lba));
+            return Err(format!(
+                "partition array at LBA {} is beyond the disk",
+                h.entries_lba
+            ));
         }
         let array = disk
             .read_vec(h.entries_lba * ss, array_len as usize)
@@ -801,7 +816,11 @@ mod tests {
         d[512 + 40] ^= 1; // breaks the header CRC
         let t = parse(d, 512).unwrap();
         assert_eq!(t.gpt.as_ref().unwrap().used_header, "backup");
-        assert!(t.warnings[0].contains("primary GPT header"), "{:?}", t.warnings);
+        assert!(
+            t.warnings[0].contains("primary GPT header"),
+            "{:?}",
+            t.warnings
+        );
         assert_eq!(t.partitions.len(), 1);
     }
 

@@ -27,7 +27,12 @@ pub struct Decoded<'a> {
 
 /// Runs `f` on every block of `stream`, decoded and CRC-checked, on `threads` workers.
 /// The first error stops everything and is returned.
-pub fn for_each_block<F>(dir: &std::path::Path, stream: &LoadedStream, threads: usize, f: F) -> Result<()>
+pub fn for_each_block<F>(
+    dir: &std::path::Path,
+    stream: &LoadedStream,
+    threads: usize,
+    f: F,
+) -> Result<()>
 where
     F: Fn(Decoded<'_>) -> Result<()> + Sync,
 {
@@ -42,9 +47,13 @@ where
             *slot = Some(e);
         }
     };
+    // The reader runs ahead of the workers: when it finds a volume's checksum wrong, the blocks
+    // already sent are still checked, so a bad block is named rather than only its volume.
+    let reader_err: Mutex<Option<anyhow::Error>> = Mutex::new(None);
     std::thread::scope(|s| {
         let abort = &abort;
         let fail = &fail;
+        let reader_err = &reader_err;
         s.spawn(move || {
             let mut reader = BlockStream::new(dir, stream);
             let mut cursor = StreamCursor::new(&stream.map);
@@ -76,7 +85,7 @@ where
                     }
                     Ok(None) => return,
                     Err(e) => {
-                        fail(e.into());
+                        *reader_err.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.into());
                         return;
                     }
                 }
@@ -92,7 +101,12 @@ where
                         return;
                     }
                     let r = decode_block(&stream.info, &raw, &mut buf)
-                        .map_err(anyhow::Error::from)
+                        .map_err(|e| {
+                            let from = pieces.first().map(|p| p.0).unwrap_or(0);
+                            let to = pieces.last().map(|p| p.0 + p.2).unwrap_or(0);
+                            anyhow::Error::from(e)
+                                .context(format!("the block holds disk bytes {from:#x}..{to:#x}"))
+                        })
                         .and_then(|()| {
                             f(Decoded {
                                 block: raw.block,
@@ -110,7 +124,9 @@ where
         }
         drop(rx);
     });
-    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let worker = first_err.into_inner().unwrap_or_else(|p| p.into_inner());
+    let reader = reader_err.into_inner().unwrap_or_else(|p| p.into_inner());
+    match worker.or(reader) {
         Some(e) => Err(e),
         None => Ok(()),
     }

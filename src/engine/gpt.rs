@@ -12,7 +12,8 @@ pub fn relocate_backup(dev: &dyn BlockDev) -> Result<()> {
     let ss = u64::from(dev.logical_sector());
     let total = dev.len() / ss;
     let mut hdr = vec![0u8; ss as usize];
-    dev.read_exact_at(&mut hdr, ss).context("reading the primary GPT header")?;
+    dev.read_exact_at(&mut hdr, ss)
+        .context("reading the primary GPT header")?;
     if hdr.get(0..8) != Some(b"EFI PART") {
         bail!("no primary GPT header at LBA 1");
     }
@@ -29,7 +30,8 @@ pub fn relocate_backup(dev: &dyn BlockDev) -> Result<()> {
     }
     let array_sectors = array_len.div_ceil(ss);
     let mut array = vec![0u8; (array_sectors * ss) as usize];
-    dev.read_exact_at(&mut array, entries_lba * ss).context("reading the primary GPT array")?;
+    dev.read_exact_at(&mut array, entries_lba * ss)
+        .context("reading the primary GPT array")?;
     let new_last = total - 1;
     let backup_entries = new_last - array_sectors;
     let last_usable = backup_entries - 1;
@@ -42,7 +44,8 @@ pub fn relocate_backup(dev: &dyn BlockDev) -> Result<()> {
             }
         }
     }
-    let put64 = |h: &mut [u8], off: usize, v: u64| h[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    let put64 =
+        |h: &mut [u8], off: usize, v: u64| h[off..off + 8].copy_from_slice(&v.to_le_bytes());
     let seal = |h: &mut [u8]| {
         h[16..20].fill(0);
         let c = crc32fast::hash(&h[..hsize]);
@@ -56,12 +59,16 @@ pub fn relocate_backup(dev: &dyn BlockDev) -> Result<()> {
     put64(&mut backup, 32, 1);
     put64(&mut backup, 72, backup_entries);
     seal(&mut backup);
-    dev.write_all_at(&array, backup_entries * ss).context("writing the backup GPT array")?;
-    dev.write_all_at(&backup, new_last * ss).context("writing the backup GPT header")?;
-    dev.write_all_at(&hdr, ss).context("writing the primary GPT header")?;
+    dev.write_all_at(&array, backup_entries * ss)
+        .context("writing the backup GPT array")?;
+    dev.write_all_at(&backup, new_last * ss)
+        .context("writing the backup GPT header")?;
+    dev.write_all_at(&hdr, ss)
+        .context("writing the primary GPT header")?;
     // Protective MBR: the 0xEE entry covers the disk (capped at 2^32-1 sectors).
     let mut mbr = vec![0u8; 512];
-    dev.read_exact_at(&mut mbr, 0).context("reading the protective MBR")?;
+    dev.read_exact_at(&mut mbr, 0)
+        .context("reading the protective MBR")?;
     for i in 0..4 {
         let b = 446 + i * 16;
         if mbr[b + 4] == 0xEE {
@@ -69,6 +76,7 @@ pub fn relocate_backup(dev: &dyn BlockDev) -> Result<()> {
             mbr[b + 12..b + 16].copy_from_slice(&size.to_le_bytes());
         }
     }
-    dev.write_all_at(&mbr, 0).context("writing the protective MBR")?;
+    dev.write_all_at(&mbr, 0)
+        .context("writing the protective MBR")?;
     Ok(())
 }

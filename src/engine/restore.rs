@@ -93,7 +93,10 @@ impl Prepared {
             ));
         }
         if self.write_table {
-            out.push(format!("write the boot area and the {} partition table", m.table.kind));
+            out.push(format!(
+                "write the boot area and the {} partition table",
+                m.table.kind
+            ));
         } else {
             out.push("keep the target's partition table".into());
         }
@@ -130,7 +133,9 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
         bail!("--fit auto and --fit N are not available yet; use --fit none (the default)");
     }
     let image = Image::open(&plan.image)?;
-    let streams = image.load_all().context("checking the image before writing anything")?;
+    let streams = image
+        .load_all()
+        .context("checking the image before writing anything")?;
     let m = &image.manifest;
     let parts: Vec<u32> = match &plan.parts {
         Some(list) => {
@@ -138,7 +143,11 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
                 if !m.partitions.iter().any(|p| p.number == *n) {
                     bail!(
                         "the image has no partition {n} (it has {})",
-                        m.partitions.iter().map(|p| p.number.to_string()).collect::<Vec<_>>().join(", ")
+                        m.partitions
+                            .iter()
+                            .map(|p| p.number.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     );
                 }
             }
@@ -185,14 +194,18 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
     let write_table = m.table.kind != "none"
         && (all
             || !target_exists
-            || target_table.as_ref().is_none_or(|t| t.kind == TableKind::None));
+            || target_table
+                .as_ref()
+                .is_none_or(|t| t.kind == TableKind::None));
     if !write_table && m.table.kind != "none" {
         // Partial restore into an existing table: each partition must be where it was.
         let Some(t) = &target_table else {
             bail!("cannot read the target's partition table");
         };
         for n in &parts {
-            let src = m.source_partition(*n).context("partition missing from the manifest")?;
+            let src = m
+                .source_partition(*n)
+                .context("partition missing from the manifest")?;
             match t.partition(*n) {
                 Some(p) if p.start == src.start_bytes && p.size == src.size_bytes => {}
                 _ => bail!(
@@ -259,11 +272,17 @@ pub struct RestoreReport {
 }
 
 /// Runs a prepared restore.
-pub fn run(p: &Prepared, _confirmed: Confirmed, threads: usize, progress: &dyn Progress) -> Result<RestoreReport> {
+pub fn run(
+    p: &Prepared,
+    _confirmed: Confirmed,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
     let m = &p.image.manifest;
     let target = if p.target_exists {
-        FileDisk::open_rw(&p.target)
-            .with_context(|| format!("opening {} for writing (is it in use?)", p.target.display()))?
+        FileDisk::open_rw(&p.target).with_context(|| {
+            format!("opening {} for writing (is it in use?)", p.target.display())
+        })?
     } else {
         FileDisk::create(&p.target, p.target_len, m.table.sector_size)
             .with_context(|| format!("creating {}", p.target.display()))?
@@ -271,14 +290,29 @@ pub fn run(p: &Prepared, _confirmed: Confirmed, threads: usize, progress: &dyn P
     let fresh = !p.target_exists;
     let mut jobs: Vec<&LoadedStream> = Vec::new();
     for n in &p.parts {
-        let e = m.partitions.iter().find(|e| e.number == *n).context("partition missing")?;
-        let s = p.streams.iter().find(|s| s.info.name == e.stream).context("stream missing")?;
+        let e = m
+            .partitions
+            .iter()
+            .find(|e| e.number == *n)
+            .context("partition missing")?;
+        let s = p
+            .streams
+            .iter()
+            .find(|s| s.info.name == e.stream)
+            .context("stream missing")?;
         jobs.push(s);
     }
     let disk_stream = p.streams.iter().find(|s| s.info.name == "disk");
     let total: u64 = jobs.iter().map(|s| s.map.total()).sum::<u64>()
-        + if p.write_table { disk_stream.map(|s| s.map.total()).unwrap_or(0) } else { 0 };
-    progress.event(ProgressEvent::Job { op: "restore", total });
+        + if p.write_table {
+            disk_stream.map(|s| s.map.total()).unwrap_or(0)
+        } else {
+            0
+        };
+    progress.event(ProgressEvent::Job {
+        op: "restore",
+        total,
+    });
     let written = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
     let write_stream = |s: &LoadedStream, limit: u64| -> Result<()> {
@@ -302,7 +336,9 @@ pub fn run(p: &Prepared, _confirmed: Confirmed, threads: usize, progress: &dyn P
             } else {
                 skipped.fetch_add(b.data.len() as u64, Ordering::Relaxed);
             }
-            progress.event(ProgressEvent::Advance { bytes: b.data.len() as u64 });
+            progress.event(ProgressEvent::Advance {
+                bytes: b.data.len() as u64,
+            });
             Ok(())
         })
     };
@@ -333,8 +369,11 @@ pub fn run(p: &Prepared, _confirmed: Confirmed, threads: usize, progress: &dyn P
             write_stream(ds, limit).context("restoring the boot area and partition tables")?;
         }
         if p.move_gpt_backup {
-            gpt::relocate_backup(&target).context("moving the backup GPT to the end of the target")?;
-            progress.event(ProgressEvent::Note("backup GPT moved to the end of the target".into()));
+            gpt::relocate_backup(&target)
+                .context("moving the backup GPT to the end of the target")?;
+            progress.event(ProgressEvent::Note(
+                "backup GPT moved to the end of the target".into(),
+            ));
         }
     }
     target

@@ -71,6 +71,8 @@ pub struct SaveReport {
     pub read_bytes: u64,
     /// Bytes written into the image.
     pub image_bytes: u64,
+    /// The verification done after the save, if any.
+    pub verified: Option<verify::VerifyReport>,
 }
 
 /// The directory a save writes into until it is complete.
@@ -96,7 +98,10 @@ pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
     let inspected = Inspected::open(&plan.source)?;
     if let Some(parent) = plan.image.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
-            bail!("the repository directory {} does not exist", parent.display());
+            bail!(
+                "the repository directory {} does not exist",
+                parent.display()
+            );
         }
     }
     std::fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
@@ -109,8 +114,7 @@ pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
             if plan.verify {
                 let v = verify::verify(&plan.image, None, plan.threads, progress)
                     .context("verifying the new image")?;
-                report.read_bytes += 0;
-                let _ = v;
+                report.verified = Some(v);
             }
             Ok(report)
         }
@@ -179,7 +183,10 @@ fn save_into(
             }
         };
         for w in &fs.warnings {
-            progress.event(ProgressEvent::Warning(format!("partition {}: {w}", p.number)));
+            progress.event(ProgressEvent::Warning(format!(
+                "partition {}: {w}",
+                p.number
+            )));
         }
         let (mode, map) = match (&fs.used, plan.raw) {
             (Some(used), false) => (Mode::Used, used.clone()),
@@ -215,7 +222,17 @@ fn save_into(
             label: "boot area and partition tables".into(),
             total: disk_map.total(),
         });
-        let s = save_stream(disk, "disk", 0, disk.len(), &disk_map, dir, plan, remaining, progress)?;
+        let s = save_stream(
+            disk,
+            "disk",
+            0,
+            disk.len(),
+            &disk_map,
+            dir,
+            plan,
+            remaining,
+            progress,
+        )?;
         remaining -= disk_map.total();
         streams.push(s);
     }
@@ -236,8 +253,10 @@ fn save_into(
             total: job.map.total(),
         });
         let name = format!("p{}", job.number);
-        let s = save_stream(disk, &name, p.start, p.size, &job.map, dir, plan, remaining, progress)
-            .with_context(|| format!("saving partition {}", job.number))?;
+        let s = save_stream(
+            disk, &name, p.start, p.size, &job.map, dir, plan, remaining, progress,
+        )
+        .with_context(|| format!("saving partition {}", job.number))?;
         remaining -= job.map.total();
         parts.push(PartEntry {
             number: job.number,
@@ -291,6 +310,7 @@ fn save_into(
         read_bytes: total,
         image_bytes,
         manifest,
+        verified: None,
     })
 }
 

@@ -49,7 +49,10 @@ pub fn verify(
         None => None,
     };
     let total: u64 = streams.iter().map(|s| s.map.total()).sum();
-    progress.event(ProgressEvent::Job { op: "verify", total });
+    progress.event(ProgressEvent::Job {
+        op: "verify",
+        total,
+    });
     let mut report = VerifyReport::default();
     for s in &streams {
         progress.event(ProgressEvent::Step {

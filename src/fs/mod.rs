@@ -169,8 +169,11 @@ pub fn probe(part: &Region<'_>) -> Result<FsInfo, FsError> {
 
 /// Reads `len` bytes at partition offset `off` for filesystem `fs`.
 pub fn read_at(part: &Region<'_>, fs: FsKind, off: u64, len: usize) -> Result<Vec<u8>, FsError> {
-    part.read_vec(off, len)
-        .map_err(|source| FsError::Io { fs, offset: off, source })
+    part.read_vec(off, len).map_err(|source| FsError::Io {
+        fs,
+        offset: off,
+        source,
+    })
 }
 
 /// Recognises the filesystem of a partition by its signature (label, UUID) without building a map.
@@ -191,7 +194,9 @@ pub fn detect(part: &Region<'_>) -> Result<FsInfo, FsError> {
     }
     if oem == b"NTFS    " {
         let mut info = FsInfo::raw(FsKind::Ntfs);
-        info.uuid = le64(&head, 0x48).map(|s| format!("{s:016X}")).unwrap_or_default();
+        info.uuid = le64(&head, 0x48)
+            .map(|s| format!("{s:016X}"))
+            .unwrap_or_default();
         info.block_size = u32::from(le16(&head, 0x0B).unwrap_or(0))
             * u32::from(head.get(0x0D).copied().unwrap_or(0).min(128));
         return Ok(info);
@@ -236,7 +241,9 @@ pub fn detect(part: &Region<'_>) -> Result<FsInfo, FsError> {
         return Ok(info);
     }
     for ps in [4096usize, 8192, 16384, 65536] {
-        let Some(sig_off) = ps.checked_sub(10) else { continue };
+        let Some(sig_off) = ps.checked_sub(10) else {
+            continue;
+        };
         let sig = if ps <= head.len() {
             head.get(sig_off..ps).map(<[u8]>::to_vec)
         } else if (ps as u64) <= part.len() {
@@ -258,7 +265,11 @@ pub fn detect(part: &Region<'_>) -> Result<FsInfo, FsError> {
         let (id_off, label_off) = if fat32 { (0x43, 0x47) } else { (0x27, 0x2B) };
         info.uuid = le32(&head, id_off).map(fat_serial).unwrap_or_default();
         let label = ascii_field(&head, label_off, 11);
-        info.label = if label == "NO NAME" { String::new() } else { label };
+        info.label = if label == "NO NAME" {
+            String::new()
+        } else {
+            label
+        };
         return Ok(info);
     }
     let _ = guid_mixed;

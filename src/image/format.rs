@@ -104,7 +104,9 @@ pub enum DecodeError {
         detail: String,
     },
     /// A checksum does not match.
-    #[error("checksum mismatch at byte {offset:#x}: stored {stored:#010x}, computed {computed:#010x}")]
+    #[error(
+        "checksum mismatch at byte {offset:#x}: stored {stored:#010x}, computed {computed:#010x}"
+    )]
     Checksum {
         /// Where.
         offset: u64,
@@ -146,7 +148,11 @@ impl RecordHeader {
         let stored = le32(h, 28).unwrap_or(0);
         let computed = crc32fast::hash(&h[0..28]);
         if stored != computed {
-            return Err(DecodeError::Checksum { offset, stored, computed });
+            return Err(DecodeError::Checksum {
+                offset,
+                stored,
+                computed,
+            });
         }
         let encoding = Encoding::from_u8(h[4])
             .filter(|e| *e != Encoding::Zero)
@@ -409,10 +415,16 @@ mod tests {
         }
         let mut bad = buf.clone();
         bad[30] ^= 1;
-        assert!(matches!(decode_index(&bad), Err(DecodeError::Checksum { .. })));
+        assert!(matches!(
+            decode_index(&bad),
+            Err(DecodeError::Checksum { .. })
+        ));
         let mut future = buf.clone();
         future[4] = 9;
-        assert!(matches!(decode_index(&future), Err(DecodeError::Version { found: 9 })));
+        assert!(matches!(
+            decode_index(&future),
+            Err(DecodeError::Version { found: 9 })
+        ));
     }
 
     #[test]

@@ -11,8 +11,7 @@ use crate::image::format::{
     RECORD_HEADER_LEN, VERSION,
 };
 use crate::image::manifest::{
-    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE,
-    MAX_MANIFEST_BYTES,
+    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE, MAX_MANIFEST_BYTES,
 };
 use crate::image::ImageError;
 
@@ -102,16 +101,24 @@ impl Image {
         }
         let bytes = read_file_limited(&mpath, MAX_MANIFEST_BYTES)?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
-            corrupt(&mpath, format!("not valid JSON ({e}); the manifest is damaged or truncated"))
+            corrupt(
+                &mpath,
+                format!("not valid JSON ({e}); the manifest is damaged or truncated"),
+            )
         })?;
         if value.get("format").and_then(|v| v.as_str()) != Some(FORMAT_NAME) {
-            return Err(corrupt(&mpath, "not a ferroclone manifest (no \"format\": \"ferroclone-image\")"));
+            return Err(corrupt(
+                &mpath,
+                "not a ferroclone manifest (no \"format\": \"ferroclone-image\")",
+            ));
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         if version != u64::from(VERSION) {
             return Err(corrupt(
                 &mpath,
-                format!("format version {version}; this build of ferroclone reads version {VERSION}"),
+                format!(
+                    "format version {version}; this build of ferroclone reads version {VERSION}"
+                ),
             ));
         }
         let manifest: Manifest = serde_json::from_value(value)
@@ -135,39 +142,63 @@ impl Image {
         let disk_len = m.source.size_bytes;
         for s in &m.streams {
             if !valid_file_name(&s.name) {
-                return Err(corrupt(&mp, format!("stream name {:?} is not allowed", s.name)));
+                return Err(corrupt(
+                    &mp,
+                    format!("stream name {:?} is not allowed", s.name),
+                ));
             }
             for f in s.volumes.iter().chain([&s.map, &s.index]) {
                 if !valid_file_name(&f.file) {
-                    return Err(corrupt(&mp, format!("file name {:?} is not allowed", f.file)));
+                    return Err(corrupt(
+                        &mp,
+                        format!("file name {:?} is not allowed", f.file),
+                    ));
                 }
             }
             if s.block_size == 0 || s.block_size > MAX_BLOCK_SIZE {
-                return Err(corrupt(&mp, format!("stream {}: block size {}", s.name, s.block_size)));
+                return Err(corrupt(
+                    &mp,
+                    format!("stream {}: block size {}", s.name, s.block_size),
+                ));
             }
             if s.base.checked_add(s.length).is_none_or(|e| e > disk_len) {
                 return Err(corrupt(
                     &mp,
-                    format!("stream {} covers bytes beyond the source disk's size", s.name),
+                    format!(
+                        "stream {} covers bytes beyond the source disk's size",
+                        s.name
+                    ),
                 ));
             }
         }
         for p in &m.partitions {
             let Some(src) = m.source_partition(p.number) else {
-                return Err(corrupt(&mp, format!("partition {} is not in the source table", p.number)));
+                return Err(corrupt(
+                    &mp,
+                    format!("partition {} is not in the source table", p.number),
+                ));
             };
             let Some(s) = m.stream(&p.stream) else {
-                return Err(corrupt(&mp, format!("partition {}: no stream {:?}", p.number, p.stream)));
+                return Err(corrupt(
+                    &mp,
+                    format!("partition {}: no stream {:?}", p.number, p.stream),
+                ));
             };
             if s.base != src.start_bytes || s.length != src.size_bytes {
                 return Err(corrupt(
                     &mp,
-                    format!("partition {}: stream {} does not match its place on the disk", p.number, s.name),
+                    format!(
+                        "partition {}: stream {} does not match its place on the disk",
+                        p.number, s.name
+                    ),
                 ));
             }
         }
         if m.stream("disk").is_none() && m.source.table != "none" {
-            return Err(corrupt(&mp, "no \"disk\" stream with the boot area and partition tables"));
+            return Err(corrupt(
+                &mp,
+                "no \"disk\" stream with the boot area and partition tables",
+            ));
         }
         Ok(())
     }
@@ -178,7 +209,8 @@ impl Image {
         let map_path = self.dir.join(&info.map.file);
         let map_bytes = read_file_limited(&map_path, 1 << 32)?;
         check_ref(&map_path, &info.map, &map_bytes)?;
-        let map = decode_map(&map_bytes, info.length).map_err(|e| corrupt(&map_path, e.to_string()))?;
+        let map =
+            decode_map(&map_bytes, info.length).map_err(|e| corrupt(&map_path, e.to_string()))?;
         let idx_path = self.dir.join(&info.index.file);
         let idx_bytes = read_file_limited(&idx_path, 1 << 32)?;
         check_ref(&idx_path, &info.index, &idx_bytes)?;
@@ -188,12 +220,16 @@ impl Image {
         if index.len() as u64 != expect_blocks || info.blocks != expect_blocks {
             return Err(corrupt(
                 &idx_path,
-                format!("{} blocks listed, the map needs {expect_blocks}", index.len()),
+                format!(
+                    "{} blocks listed, the map needs {expect_blocks}",
+                    index.len()
+                ),
             ));
         }
         for f in &info.volumes {
             let p = self.dir.join(&f.file);
-            let meta = std::fs::metadata(&p).map_err(|_| ImageError::Missing { file: p.clone() })?;
+            let meta =
+                std::fs::metadata(&p).map_err(|_| ImageError::Missing { file: p.clone() })?;
             if meta.len() != f.size {
                 return Err(corrupt(
                     &p,
@@ -214,16 +250,25 @@ impl Image {
                 bs
             };
             if u64::from(e.len) != want_len {
-                return Err(corrupt(&idx_path, format!("block {i}: length {} instead of {want_len}", e.len)));
+                return Err(corrupt(
+                    &idx_path,
+                    format!("block {i}: length {} instead of {want_len}", e.len),
+                ));
             }
             if e.encoding == Encoding::Zero {
                 continue;
             }
             let Some(next) = next_offset.get_mut(e.volume as usize) else {
-                return Err(corrupt(&idx_path, format!("block {i}: volume {} does not exist", e.volume)));
+                return Err(corrupt(
+                    &idx_path,
+                    format!("block {i}: volume {} does not exist", e.volume),
+                ));
             };
             if e.offset != *next {
-                return Err(corrupt(&idx_path, format!("block {i}: offset {:#x}, expected {:#x}", e.offset, *next)));
+                return Err(corrupt(
+                    &idx_path,
+                    format!("block {i}: offset {:#x}, expected {:#x}", e.offset, *next),
+                ));
             }
             *next = e.offset + RECORD_HEADER_LEN as u64 + u64::from(e.stored_len);
         }
@@ -254,11 +299,17 @@ impl Image {
 
 fn check_ref(path: &Path, r: &FileRef, bytes: &[u8]) -> Result<(), ImageError> {
     if bytes.len() as u64 != r.size {
-        return Err(corrupt(path, format!("{} bytes, the manifest says {}", bytes.len(), r.size)));
+        return Err(corrupt(
+            path,
+            format!("{} bytes, the manifest says {}", bytes.len(), r.size),
+        ));
     }
     let crc = crc32fast::hash(bytes);
     if crc != r.crc32 {
-        return Err(corrupt(path, format!("CRC32 {crc:#010x}, the manifest says {:#010x}", r.crc32)));
+        return Err(corrupt(
+            path,
+            format!("CRC32 {crc:#010x}, the manifest says {:#010x}", r.crc32),
+        ));
     }
     Ok(())
 }
@@ -306,7 +357,10 @@ impl<'a> BlockStream<'a> {
             if crc != r.crc32 {
                 return Err(corrupt(
                     &path,
-                    format!("whole-volume CRC32 {crc:#010x}, the manifest says {:#010x}", r.crc32),
+                    format!(
+                        "whole-volume CRC32 {crc:#010x}, the manifest says {:#010x}",
+                        r.crc32
+                    ),
                 ));
             }
         }
@@ -333,14 +387,23 @@ impl<'a> BlockStream<'a> {
         let vi = entry.volume as usize;
         if self.volume.as_ref().map(|v| v.0) != Some(vi) {
             self.finish_volume()?;
-            let r = info.volumes.get(vi).ok_or_else(|| corrupt(self.dir, "volume out of range"))?;
+            let r = info
+                .volumes
+                .get(vi)
+                .ok_or_else(|| corrupt(self.dir, "volume out of range"))?;
             let path = self.dir.join(&r.file);
             let f = File::open(&path).map_err(|e| ImageError::Io {
                 op: "opening",
                 file: path.clone(),
                 source: e,
             })?;
-            self.volume = Some((vi, BufReader::with_capacity(4 << 20, f), path, 0, crc32fast::Hasher::new()));
+            self.volume = Some((
+                vi,
+                BufReader::with_capacity(4 << 20, f),
+                path,
+                0,
+                crc32fast::Hasher::new(),
+            ));
         }
         let Some((_, reader, path, pos, hasher)) = self.volume.as_mut() else {
             return Err(corrupt(self.dir, "internal: no volume open"));
@@ -355,7 +418,9 @@ impl<'a> BlockStream<'a> {
             detail,
         };
         let mut h = [0u8; RECORD_HEADER_LEN];
-        reader.read_exact(&mut h).map_err(|e| bad(format!("reading the record header: {e}"), path))?;
+        reader
+            .read_exact(&mut h)
+            .map_err(|e| bad(format!("reading the record header: {e}"), path))?;
         hasher.update(&h);
         *pos += RECORD_HEADER_LEN as u64;
         let rec = RecordHeader::decode(&h, entry.offset).map_err(|e| bad(e.to_string(), path))?;
@@ -412,7 +477,10 @@ pub fn decode_block(
         Encoding::Zero => {}
         Encoding::Stored => {
             if raw.payload.len() != len {
-                return Err(bad(format!("stored block of {} bytes, expected {len}", raw.payload.len())));
+                return Err(bad(format!(
+                    "stored block of {} bytes, expected {len}",
+                    raw.payload.len()
+                )));
             }
             out.copy_from_slice(&raw.payload);
         }

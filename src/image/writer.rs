@@ -83,7 +83,7 @@ pub struct StreamWriter {
 fn write_err(file: &Path, offset: u64, e: std::io::Error, remaining: u64) -> ImageError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
         let free = nix::sys::statvfs::statvfs(file.parent().unwrap_or(Path::new(".")))
-            .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks_available() * s.fragment_size())
             .unwrap_or(0);
         ImageError::Full {
             file: file.to_path_buf(),
@@ -290,7 +290,9 @@ mod tests {
     fn encode_picks_encoding() {
         assert_eq!(encode_block(&[0u8; 1000]).encoding, Encoding::Zero);
         assert_eq!(encode_block(&[7u8; 1000]).encoding, Encoding::Lz4);
-        let noise: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let e = encode_block(&noise);
         assert!(e.encoding == Encoding::Stored || e.payload.len() < 1000);
     }

@@ -49,7 +49,11 @@ pub fn ok(cmd: &mut Command) -> String {
 
 /// Runs a shell snippet that must succeed; returns stdout.
 pub fn sh(script: &str) -> String {
-    ok(Command::new("bash").arg("-euo").arg("pipefail").arg("-c").arg(script))
+    ok(Command::new("bash")
+        .arg("-euo")
+        .arg("pipefail")
+        .arg("-c")
+        .arg(script))
 }
 
 /// `ferroclone ARGS…` as a command, quiet progress.

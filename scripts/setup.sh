@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# setup.sh - install what building and testing ferroclone needs (Debian 12, as root).
+# Idempotent: packages already present are not downloaded again.
+set -euo pipefail
+
+PACKAGES=(
+    build-essential musl-tools file          # the static musl binary and its check
+    gdisk fdisk util-linux                   # sgdisk, sfdisk, losetup, blkid
+    e2fsprogs dosfstools mtools ntfs-3g      # mkfs + fill + fsck of ext, FAT, NTFS
+    exfatprogs exfat-fuse xfsprogs btrfs-progs
+    partclone                                # cross-check of used-block counts
+    zstd lz4 openssl python3                 # fixture data and peers
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; install Rust with rustup first" >&2
+    exit 1
+fi
+if command -v rustup >/dev/null; then
+    rustup target list --installed | grep -q x86_64-unknown-linux-musl \
+        || rustup target add x86_64-unknown-linux-musl >&2
+    for c in clippy rustfmt; do
+        rustup component list --installed | grep -q "^$c" || rustup component add "$c" >&2
+    done
+fi
+# FUSE (ntfs-3g, exfat-fuse) needs /dev/fuse.
+[[ -e /dev/fuse ]] || modprobe fuse 2>/dev/null || true
+echo "setup: ok" >&2
