@@ -543,6 +543,15 @@ fn a_mounted_target_is_refused() {
         assert_eq!(code, 1, "{err}");
         assert!(err.contains("mounted"), "{err}");
     }
+    // Saving a disk into a directory on that same disk is refused.
+    let inside = mnt.join("img");
+    let (code, _, err) = fc_run(&["save", &lo.0, s(&inside)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is on the source disk"), "{err}");
+    assert!(!inside.exists() && !mnt.join("img.partial").exists());
+    // A restore onto the disk that holds the image directory is refused too.
+    let (code, _, err) = fc_run(&["restore", s(&img), &lo.0, "--yes"]);
+    assert_eq!(code, 1, "{err}");
 }
 
 #[test]

@@ -374,6 +374,9 @@ fn list(json: bool) -> Result<Exit> {
             d.serial,
             if d.read_only { " read-only" } else { "" }
         );
+        if let Some(m) = &d.mountpoint {
+            println!("  (whole disk)  mounted on {m}");
+        }
         for p in &d.partitions {
             println!(
                 "  {:<12} {:>10}{}",

@@ -251,13 +251,61 @@ pub fn target_in_use(target: &Path, image_dir: Option<&Path>) -> Option<String> 
     None
 }
 
+/// Facts about a source disk that a save must check: the mounted partitions (a warning: the
+/// image of a filesystem in use may be inconsistent) and whether it holds `image_dir` (refused:
+/// the image would be written into what is being read).
+pub fn source_conflicts(source: &Path, image_dir: &Path) -> (Vec<String>, Option<String>) {
+    let Ok(meta) = fs::metadata(source) else {
+        return (Vec::new(), None);
+    };
+    if !meta.file_type().is_block_device() {
+        return (Vec::new(), None);
+    }
+    let mounts = mounts();
+    let Some(sys) = whole_disk_sys(&devno(meta.rdev())) else {
+        return (Vec::new(), None);
+    };
+    let mut nodes = vec![(sys.clone(), read_trim(&sys.join("dev")))];
+    if let Ok(entries) = fs::read_dir(&sys) {
+        for e in entries.filter_map(|e| e.ok()) {
+            if e.path().join("partition").exists() {
+                nodes.push((e.path(), read_trim(&e.path().join("dev"))));
+            }
+        }
+    }
+    let warnings = nodes
+        .iter()
+        .filter_map(|(p, n)| {
+            mountpoint_of(n, &mounts).map(|mp| {
+                format!(
+                    "{} is mounted on {mp}: its image may be inconsistent if it changes during the save",
+                    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+                )
+            })
+        })
+        .collect();
+    let holder = dir_disk(image_dir);
+    let conflict = holder
+        .filter(|h| fs::canonicalize(h).ok() == fs::canonicalize(&sys).ok())
+        .map(|_| {
+            format!(
+                "the image directory {} is on the source disk {}; save to another disk",
+                image_dir.display(),
+                source.display()
+            )
+        });
+    (warnings, conflict)
+}
+
 /// The /sys/block directory of the disk holding `dir`.
 fn dir_disk(dir: &Path) -> Option<PathBuf> {
-    let probe = if dir.exists() {
-        dir.to_path_buf()
-    } else {
-        dir.parent()?.to_path_buf()
-    };
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        probe = match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    }
     let meta = fs::metadata(probe).ok()?;
     whole_disk_sys(&devno(meta.dev()))
 }

@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use crossbeam_channel::bounded;
 
 use crate::disk::table::TableKind;
-use crate::disk::{BlockDev, FileDisk};
+use crate::disk::{sysfs, BlockDev, FileDisk};
 use crate::engine::inspect::Inspected;
 use crate::engine::progress::{cancelled, Progress, ProgressEvent};
 use crate::engine::{verify, Interrupted};
@@ -94,6 +94,13 @@ pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
             "{} exists: an earlier save into it did not finish; remove it first",
             partial.display()
         );
+    }
+    let (mounted, conflict) = sysfs::source_conflicts(&plan.source, &plan.image);
+    if let Some(c) = conflict {
+        bail!("refusing to save: {c}");
+    }
+    for w in mounted {
+        progress.event(ProgressEvent::Warning(w));
     }
     let inspected = Inspected::open(&plan.source)?;
     if let Some(parent) = plan.image.parent().filter(|p| !p.as_os_str().is_empty()) {
