@@ -8,7 +8,7 @@ scripts/setup.sh
 
 DEMO_DIR=${DEMO_DIR:-/var/tmp/ferroclone-demo}
 SIZE_MIB=${SIZE_MIB:-1024}
-rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR"
+rm -rf "$DEMO_DIR" && mkdir -p "$DEMO_DIR/images"
 cargo build --release --quiet
 fc=target/release/ferroclone
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

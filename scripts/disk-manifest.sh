@@ -135,7 +135,7 @@ content_ntfs() {
 
 content_kmount() {
     local off=$1 len=$2 type=$3 loop mnt=$T/kmnt opts=ro
-    [[ $type == xfs ]] && opts=ro,norecovery
+    if [[ $type == xfs ]]; then opts=ro,norecovery; fi
     mkdir -p "$mnt"
     ll_loop_attach loop -r -o "$off" --sizelimit "$len" "$DEV"
     mount -t "$type" -o "$opts" "$loop" "$mnt"
@@ -152,7 +152,7 @@ describe_fs() {
     emit ""
     emit "== $title"
     while IFS='=' read -r key val; do
-        [[ -n $key ]] && tag[$key]=$val
+        if [[ -n $key ]]; then tag[$key]=$val; fi
     done < <(blkid -p -o export -O "$off" -S "$len" "$DEV" 2>/dev/null || true)
     local type=${tag[TYPE]:-}
     emit "blkid: TYPE=${type} UUID=${tag[UUID]:-} LABEL=${tag[LABEL]:-} VERSION=${tag[VERSION]:-}"
@@ -184,6 +184,7 @@ if DUMP=$(sfdisk -d "$DEV" 2>/dev/null) && grep -q '^label:' <<<"$DUMP"; then
         if [[ $line =~ ^(.*[^0-9])([0-9]+)\ :\ (.*)$ ]]; then
             n=${BASH_REMATCH[2]}
             rest=${BASH_REMATCH[3]}
+            s=0 z=0
             emit "  p$n : $rest"
             [[ $rest =~ start=\ *([0-9]+) ]] && s=${BASH_REMATCH[1]}
             [[ $rest =~ size=\ *([0-9]+) ]] && z=${BASH_REMATCH[1]}

@@ -14,17 +14,38 @@
 #   bare-ext4  (128)   no partition table, ext4 on the whole file
 #   mbr-simple (256)   MBR: p1 FAT16 (boot), p2 ext4
 #
-# Runs as root, never touches a real disk: every filesystem is built in its
-# own temporary regular file and spliced into OUT_FILE (a sparse regular file)
-# at the partition's byte offset.  Only gpt4k attaches a loop device (made with
-# `losetup -f --show`, detached by the EXIT trap) because sgdisk needs a 4096
-# byte sector device.  Content, names, sizes, UUIDs, labels, GUIDs, serials
-# and timestamps are pinned: two runs produce the same bytes, except inside
-# NTFS volumes (mkntfs/ntfs-3g write the wall clock time and random GUIDs; the
-# volume serial is pinned by patching the boot sectors).
+# Layout (MiB, all partitions 1 MiB aligned; sizes scale with SIZE_MIB):
+#   windows 1024: p1 1+100 ESP "SYSTEM" | p2 101+16 MSR (zero) |
+#                 p3 117+856 NTFS "Windows" | p4 973+50 NTFS "Recovery" (2700,
+#                 attrs 0x8000000000000001) | 1 MiB free + backup GPT
+#           256:  p1 1+40 | p2 41+16 | p3 57+168 | p4 225+30
+#   legacy 512:   p1 1+200 ext4 "root" (boot flag) | p2 201..end extended:
+#                 p5 202+200 ext4 "home" | p6 403+64 swap "swap"
+#   gpt4k 512:    p1 1+260 FAT32 "ESP" | p2 261+250 ext4 "rootfs"
+#           256:  p1 1+64 FAT16 "ESP" | p2 65+190 ext4 "rootfs"
+#   bare-ext4:    ext4 "bare" at byte 0
+#   mbr-simple:   p1 1+100 FAT16 "DOS" (type 06, boot flag) | p2 101..end-1 ext4
+#
+# Runs as root and never touches a real disk: every filesystem is built in
+# its own temporary regular file and spliced into OUT_FILE (a sparse regular
+# file) at the partition's byte offset.  Loop devices are used only on the
+# temporary files (NTFS is filled through a loop device + ntfs-3g) and, for
+# gpt4k, on OUT_FILE (sgdisk needs a 4096-byte sector device); they are made
+# with `losetup -f --show` and detached, like every mount, by the EXIT trap.
+#
+# Content, names, sizes, UUIDs, labels, GUIDs, serials and timestamps are
+# pinned: two runs produce the same bytes (checked for legacy, gpt4k,
+# bare-ext4, mbr-simple), except inside the NTFS volumes, where mkntfs and
+# ntfs-3g store the wall clock time (and mkntfs random GUIDs); there the file
+# content, names, cluster allocation and the volume serial are still the same.
+# Free space holds stale data (seeded random bytes left under the filesystem
+# by mkfs, plus a deleted file on NTFS C:), so an imager that copies only used
+# blocks produces a different image that still has an identical manifest
+# (scripts/disk-manifest.sh).
 #
 # Environment: TMPDIR (work space; needs about SIZE_MIB of free space),
-#              LL_VERBOSE=1 (log what is done).
+#              LL_VERBOSE=1 (show tool output).  Needs python3 (content
+#              generator, random.Random(seed)) besides the filesystem tools.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +55,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export LC_ALL=C TZ=UTC
 export SOURCE_DATE_EPOCH=1600000000        # mtools honours it
 export E2FSPROGS_FAKE_TIME=1600000000      # mke2fs / debugfs superblock times
-export MTOOLS_SKIP_CHECK=1 MTOOLS_NO_VFAT=0
+export MTOOLS_SKIP_CHECK=1
 EPOCH=1600000000
 MIB=$((1024 * 1024))
 
@@ -84,6 +105,31 @@ LL_FAIL_FILES+=("$DISK")
 rm -f -- "$DISK"
 truncate -s $((SIZE_MIB * MIB)) "$DISK"
 
+# pin the ext4 feature set (Debian 12 defaults) whatever /etc/mke2fs.conf says
+cat >"$T/mke2fs.conf" <<'EOF2'
+[defaults]
+	base_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+	default_mntopts = acl,user_xattr
+	enable_periodic_fsck = 0
+	blocksize = 4096
+	inode_size = 256
+	inode_ratio = 16384
+
+[fs_types]
+	ext4 = {
+		features = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+	}
+	small = {
+		blocksize = 1024
+		inode_ratio = 4096
+	}
+	floppy = {
+		blocksize = 1024
+		inode_ratio = 8192
+	}
+EOF2
+export MKE2FS_CONFIG=$T/mke2fs.conf
+
 # ---------------------------------------------------------------- helpers --
 
 # run a command quietly; show its output only if it fails
@@ -107,11 +153,6 @@ splice() {
     local img=$1 off=$2
     dd if="$img" of="$DISK" bs=1M seek="$off" oflag=seek_bytes conv=notrunc,sparse status=none
     rm -f -- "$img"
-}
-
-# put_bytes FILE OFFSET SRC_FILE: overwrite bytes in place
-put_bytes() {
-    dd if="$3" of="$1" bs=512 seek="$2" oflag=seek_bytes conv=notrunc status=none
 }
 
 # mk_ext4 IMG BYTES LABEL UUID PROFILE SEED BUDGET STALE(0|1) [BLOCKSIZE]
@@ -140,6 +181,11 @@ mk_ext4() {
             while IFS= read -r p; do printf 'sif "%s" ctime @%s\n' "$p" "$EPOCH"; done
     } >"$T/debugfs.cmd"
     q debugfs -w -f "$T/debugfs.cmd" "$img"
+    # debugfs exits 0 even when a command fails: look at its output
+    if grep -v -e '^debugfs' "$T/cmd.log" | grep -q .; then
+        cat "$T/cmd.log" >&2
+        ll_die "debugfs could not pin ctimes in $img"
+    fi
     rm -rf -- "$stage"
 }
 
@@ -294,8 +340,10 @@ WORDS = (
 
 
 class Gen:
-    def __init__(self, seed, dest, big_dir=None, big_min=None):
+    def __init__(self, seed, dest, budget, big_dir=None, big_min=None):
         self.r = random.Random(seed)
+        # fixed-size parts of a profile shrink for small budgets (100 MiB = 1)
+        self.f = max(0.1, min(1.0, budget / (100.0 * MiB)))
         self.dest = dest
         self.big_dir = big_dir
         self.big_min = big_min
@@ -303,6 +351,10 @@ class Gen:
         self.big = []
         self.dirs = set()
         self.links = []
+
+    def scaled(self, lo, hi):
+        """lo + (hi - lo) * f: an upper bound that shrinks with the budget"""
+        return lo + int((hi - lo) * self.f)
 
     # ---- primitives -------------------------------------------------------
     def _target(self, rel, size):
@@ -521,11 +573,11 @@ def p_linux_root(g, budget):
     r = g.r
     p_linux_common_etc(g)
     for i in range(120):
-        g.write_binary("usr/bin/%s%d" % (r.choice(WORDS), i), r.randint(8 * KiB, 300 * KiB), mode=0o755,
+        g.write_binary("usr/bin/%s%d" % (r.choice(WORDS), i), r.randint(8 * KiB, g.scaled(8 * KiB, 300 * KiB)), mode=0o755,
                        header=b"\x7fELF\x02\x01\x01\x00")
     g.hardlink("usr/bin/perl", "usr/bin/" + sorted(os.listdir(os.path.join(g.dest, "usr/bin")))[0])
     for i in range(40):
-        g.write_binary("usr/lib/x86_64-linux-gnu/lib%s.so.%d" % (r.choice(WORDS), i), r.randint(50 * KiB, 2 * MiB),
+        g.write_binary("usr/lib/x86_64-linux-gnu/lib%s.so.%d" % (r.choice(WORDS), i), r.randint(50 * KiB, g.scaled(50 * KiB, 2 * MiB)),
                        header=b"\x7fELF\x02\x01\x01\x00")
     for i in range(400):
         g.write_text("usr/share/doc/pkg%02d/%s%d" % (i % 80, r.choice(("copyright", "changelog", "README")), i),
@@ -533,7 +585,7 @@ def p_linux_root(g, budget):
     g.write_text("var/log/syslog", 500 * KiB)
     g.write_text("var/log/dpkg.log", 120 * KiB)
     g.write_text("boot/grub/grub.cfg", 6 * KiB, header="# DO NOT EDIT THIS FILE\n")
-    g.write_random("boot/vmlinuz-6.1.0-13-amd64", 7 * MiB + 12345, header=b"MZ")
+    g.write_random("boot/vmlinuz-6.1.0-13-amd64", g.scaled(1 * MiB, 7 * MiB) + 12345, header=b"MZ")
     for d in ("tmp", "proc", "sys", "dev", "mnt", "media", "srv", "home", "root"):
         g.mkdir(d)
     os.chmod(os.path.join(g.dest, "tmp"), 0o1777)
@@ -552,7 +604,7 @@ def p_linux_home(g, budget):
     for i in range(60):
         g.write_text("user/Documents/%s-%d.txt" % (r.choice(WORDS), i), r.randint(300, 40 * KiB))
     for i in range(30):
-        g.write_random("user/Pictures/IMG_%04d.jpg" % (1000 + i), r.randint(100 * KiB, 2 * MiB),
+        g.write_random("user/Pictures/IMG_%04d.jpg" % (1000 + i), r.randint(100 * KiB, g.scaled(100 * KiB, 2 * MiB)),
                        header=b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
     for i in range(1500):
         g.write_random("user/.cache/thumbnails/normal/%032x.png" % r.getrandbits(128), r.randint(40, 600),
@@ -569,7 +621,7 @@ def p_bare(g, budget):
     for i in range(50):
         g.write_text("data/docs/%s_%d.md" % (r.choice(WORDS), i), r.randint(1 * KiB, 60 * KiB))
     for i in range(40):
-        g.write_binary("data/bin/blob%02d.bin" % i, r.randint(16 * KiB, 512 * KiB))
+        g.write_binary("data/bin/blob%02d.bin" % i, r.randint(16 * KiB, g.scaled(16 * KiB, 512 * KiB)))
     g.write_sparse("data/sparse.img", 16 * MiB, 8)
     g.write("data/empty", b"")
     g.mkdir("data/empty-dir")
@@ -658,7 +710,7 @@ def main(argv):
         os.makedirs(dest, exist_ok=True)
         if big_dir:
             os.makedirs(big_dir, exist_ok=True)
-        g = Gen(seed, dest, big_dir, big_min)
+        g = Gen(seed, dest, budget, big_dir, big_min)
         PROFILES[prof](g, budget)
         g.finish()
         return 0
