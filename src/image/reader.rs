@@ -100,7 +100,14 @@ impl Image {
             });
         }
         let bytes = read_file_limited(&mpath, MAX_MANIFEST_BYTES)?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Image::parse(dir, &bytes)
+    }
+
+    /// Parses and checks manifest bytes as if read from `dir/manifest.json` (no other file is
+    /// read).
+    pub fn parse(dir: &Path, bytes: &[u8]) -> Result<Image, ImageError> {
+        let mpath = dir.join(MANIFEST_FILE);
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
             corrupt(
                 &mpath,
                 format!("not valid JSON ({e}); the manifest is damaged or truncated"),
