@@ -8,8 +8,9 @@
 //! of section 3.5 (dirty flag, `$LogFile` restart area, Fast Startup, `hiberfil.sys`), which only
 //! add warnings: the volume is imaged exactly as it is, and never written.
 //!
-//! Not handled: a `$Bitmap` with an `$ATTRIBUTE_LIST` (refused as not supported yet: save with
-//! `--raw`), `$BadClus` exclusion (bad clusters are stored like any used cluster).
+//! `$ATTRIBUTE_LIST`s (very fragmented `$MFT`, `$Bitmap`, `hiberfil.sys`) are followed: the
+//! `$DATA` pieces in extension records are joined in VCN order, and a gap is an error.
+//! Not handled: `$BadClus` exclusion (bad clusters are stored like any used cluster).
 //!
 //! Every input byte is untrusted: no panics, checked arithmetic, every allocation bounded by
 //! the record, page or chunk size (themselves bounded) and every loop by a count.
@@ -43,6 +44,8 @@ const CHUNK: usize = 1 << 20;
 const BOOT_FILE_BYTES: u64 = 8192;
 /// At most this many root-directory index blocks are scanned for `hiberfil.sys`.
 const MAX_INDEX_BLOCKS: u64 = 1024;
+/// Largest `$ATTRIBUTE_LIST` we read (Windows caps it at 256 KiB).
+const MAX_ATTR_LIST: u64 = 256 << 10;
 
 // System files (MFT record numbers).
 const REC_MFT: u64 = 0;
@@ -110,7 +113,8 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
     // With an $ATTRIBUTE_LIST, record 0 holds only the first piece of the $MFT runlist, which
     // maps records 0-15 (all we need); later records may be unmapped (read errors say so).
     let mft = rec0.data_stream(&boot, mft_attr_list)?;
-    if mft.runs.first().and_then(|r| r.lcn) != Some(boot.mft_lcn) {
+    let mft_start = mft.runs.first().and_then(|r| r.lcn);
+    if mft_start != Some(boot.mft_lcn) {
         return Err(rec0.bad(
             0,
             format!(
@@ -119,17 +123,20 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
             ),
         ));
     }
-    let vol = Vol { part, boot, mft };
+    let mut vol = Vol { part, boot, mft };
+    if mft_attr_list {
+        // Now that records 0-15 are reachable, join the other pieces of the $MFT runlist.
+        match vol.data_stream(&rec0) {
+            Ok(full) => vol.mft = full,
+            Err(e) => info.warnings.push(format!(
+                "only the first extent of the NTFS $MFT could be mapped ({e}); the used-cluster map is not affected, but hiberfil.sys may go unchecked"
+            )),
+        }
+    }
 
     // $Bitmap.
     let rec6 = vol.record(REC_BITMAP)?;
-    if rec6.has(AT_ATTRIBUTE_LIST)? {
-        return Err(rec6.bad(
-            0,
-            "$Bitmap has an $ATTRIBUTE_LIST (a very fragmented cluster bitmap), which is not supported yet; save this partition with --raw".into(),
-        ));
-    }
-    let bitmap = rec6.data_stream(&vol.boot, false)?;
+    let bitmap = vol.data_stream(&rec6)?;
     let need = vol.boot.nr_clusters.div_ceil(8);
     if bitmap.size < need {
         return Err(rec6.bad(
@@ -158,9 +165,9 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
 
     // Self-check: the system files must be marked used.
     let rec1 = vol.record(REC_MFTMIRR)?;
-    let mirr = rec1.data_stream(&vol.boot, true)?;
+    let mirr = vol.data_stream(&rec1)?;
     let rec2 = vol.record(REC_LOGFILE)?;
-    let logfile = rec2.data_stream(&vol.boot, true)?;
+    let logfile = vol.data_stream(&rec2)?;
     let boot_clusters = BOOT_FILE_BYTES.div_ceil(cs).min(vol.boot.nr_clusters);
     let bit_at = |lcn: u64| bitmap.offset_of(cs, lcn / 8).unwrap_or(rec6.at);
     if !covered(&used, 0, boot_clusters.saturating_mul(cs)) {
@@ -740,6 +747,12 @@ fn stream_of(a: &Attr<'_>, boot: &Boot, partial: bool) -> Result<Stream, Bad> {
             format!("first piece starts at VCN {}, not 0", nr.lowest_vcn),
         ));
     }
+    check_sizes(a, &nr)?;
+    let runs = piece_runs(a, &nr, boot)?;
+    finish_stream(runs, &nr, a.pos, boot, partial)
+}
+
+fn check_sizes(a: &Attr<'_>, nr: &NonResident<'_>) -> Result<(), Bad> {
     if nr.initialized > nr.size || nr.size > nr.allocated {
         return Err(Bad::new(
             a.pos,
@@ -749,34 +762,95 @@ fn stream_of(a: &Attr<'_>, boot: &Boot, partial: bool) -> Result<Stream, Bad> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The runs of one piece of a non-resident attribute, which must cover exactly its
+/// `lowest_vcn..=highest_vcn`.
+fn piece_runs(a: &Attr<'_>, nr: &NonResident<'_>, boot: &Boot) -> Result<Vec<Run>, Bad> {
     let pairs_pos = a.pos.saturating_add(nr.pairs_off);
-    let runs = decode_runlist(nr.pairs, 0, boot.nr_clusters)
+    let runs = decode_runlist(nr.pairs, nr.lowest_vcn, boot.nr_clusters)
         .map_err(|b| Bad::new(pairs_pos.saturating_add(b.pos), b.detail))?;
-    let end_vcn = runs.last().map_or(0, |r| r.vcn.saturating_add(r.len));
-    if end_vcn != nr.highest_vcn.wrapping_add(1) && !(end_vcn == 0 && nr.allocated == 0) {
+    let end_vcn = runs
+        .last()
+        .map_or(nr.lowest_vcn, |r| r.vcn.saturating_add(r.len));
+    let empty = runs.is_empty() && nr.lowest_vcn == 0 && nr.allocated == 0;
+    if end_vcn != nr.highest_vcn.wrapping_add(1) && !empty {
         return Err(Bad::new(
             pairs_pos,
             format!(
-                "the runlist covers {end_vcn} clusters but the attribute says VCN 0..={}",
-                nr.highest_vcn
+                "the runlist covers VCN {}..{end_vcn} but the attribute says {}..={}",
+                nr.lowest_vcn, nr.lowest_vcn, nr.highest_vcn
             ),
         ));
     }
+    Ok(runs)
+}
+
+/// A stream from runs starting at VCN 0 and the sizes of its first piece. Unless `partial`,
+/// the runs must map the whole allocated size.
+fn finish_stream(
+    runs: Vec<Run>,
+    first: &NonResident<'_>,
+    pos: usize,
+    boot: &Boot,
+    partial: bool,
+) -> Result<Stream, Bad> {
+    let end_vcn = runs.last().map_or(0, |r| r.vcn.saturating_add(r.len));
     let mapped = end_vcn.saturating_mul(boot.cluster_size);
-    if !partial && nr.allocated > mapped {
+    if !partial && first.allocated > mapped {
         return Err(Bad::new(
-            a.pos,
+            pos,
             format!(
                 "allocated size {} is more than the {mapped} bytes the runlist maps",
-                nr.allocated
+                first.allocated
             ),
         ));
     }
     Ok(Stream {
         runs,
-        size: nr.size,
-        initialized: nr.initialized,
+        size: first.size,
+        initialized: first.initialized,
     })
+}
+
+/// One `$ATTRIBUTE_LIST` entry.
+#[derive(Debug, PartialEq, Eq)]
+struct ListEntry {
+    ty: u32,
+    named: bool,
+    start_vcn: u64,
+    /// MFT reference of the record holding the attribute (low 48 bits: record number).
+    mft_ref: u64,
+}
+
+/// Parses an `$ATTRIBUTE_LIST` value: entries of 0x00 type, 0x04 length (u16), 0x06 name
+/// length, 0x08 starting VCN, 0x10 MFT reference.
+fn parse_attr_list(b: &[u8]) -> Result<Vec<ListEntry>, Bad> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    // Every entry is at least 0x1A bytes.
+    while pos < b.len() {
+        let len = usize::from(le16(b, pos.saturating_add(4)).unwrap_or(0));
+        let entry = pos
+            .checked_add(len)
+            .and_then(|end| b.get(pos..end))
+            .filter(|_| len >= 0x1A)
+            .ok_or_else(|| {
+                Bad::new(
+                    pos,
+                    format!("$ATTRIBUTE_LIST entry has an invalid length {len}"),
+                )
+            })?;
+        out.push(ListEntry {
+            ty: le32(entry, 0).unwrap_or(0),
+            named: entry.get(6).copied().unwrap_or(0) != 0,
+            start_vcn: le64(entry, 8).unwrap_or(0),
+            mft_ref: le64(entry, 0x10).unwrap_or(0),
+        });
+        pos = pos.saturating_add(len);
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -953,6 +1027,98 @@ impl Vol<'_, '_> {
             return Err(rec.bad(0x16, "not in use".into()));
         }
         Ok(rec)
+    }
+
+    /// The whole unnamed non-resident `$DATA` stream of `rec`, joining the pieces an
+    /// `$ATTRIBUTE_LIST` spreads over extension records.
+    fn data_stream(&self, rec: &Record) -> Result<Stream, FsError> {
+        let attrs = rec.attrs()?;
+        let Some(list) = attrs.iter().find(|a| a.ty == AT_ATTRIBUTE_LIST) else {
+            return rec.data_stream(&self.boot, false);
+        };
+        let bytes = if list.non_resident {
+            let s = stream_of(list, &self.boot, false).map_err(|b| rec.err(b))?;
+            if s.size > MAX_ATTR_LIST {
+                return Err(rec.bad(
+                    list.pos,
+                    format!("$ATTRIBUTE_LIST of {} bytes is too large", s.size),
+                ));
+            }
+            let mut v = vec![0u8; usize_of(s.size)];
+            s.read(self, 0, &mut v, "$ATTRIBUTE_LIST")?;
+            v
+        } else {
+            list.value().map_err(|b| rec.err(b))?.to_vec()
+        };
+        let entries = parse_attr_list(&bytes).map_err(|b| rec.bad(list.pos, b.detail))?;
+        let mut pieces: Vec<(u64, u64)> = entries
+            .iter()
+            .filter(|e| e.ty == AT_DATA && !e.named)
+            .map(|e| (e.start_vcn, e.mft_ref & REF_MASK))
+            .collect();
+        pieces.sort_unstable();
+        pieces.dedup();
+        let mut runs: Vec<Run> = Vec::new();
+        let mut first: Option<Stream> = None;
+        let mut next_vcn = 0u64;
+        // At most one piece per list entry, and the list is bounded by MAX_ATTR_LIST.
+        for (vcn, nr) in pieces {
+            if vcn != next_vcn {
+                return Err(rec.bad(
+                    list.pos,
+                    format!("$ATTRIBUTE_LIST: the $DATA piece at VCN {vcn} does not follow VCN {next_vcn}"),
+                ));
+            }
+            let ext;
+            let holder = if nr == rec.nr {
+                rec
+            } else {
+                ext = self.record(nr)?;
+                if le64(&ext.buf, 0x20).map(|b| b & REF_MASK) != Some(rec.nr) {
+                    return Err(ext.bad(
+                        0x20,
+                        format!("is not an extension record of record {}", rec.nr),
+                    ));
+                }
+                &ext
+            };
+            let attrs = holder.attrs()?;
+            let found = attrs.iter().find_map(|a| {
+                let n = a.non_resident().ok()?;
+                (a.ty == AT_DATA && a.name.is_empty() && a.non_resident && n.lowest_vcn == vcn)
+                    .then_some((a, n))
+            });
+            let Some((a, n)) = found else {
+                return Err(holder.bad(0, format!("has no $DATA piece starting at VCN {vcn} (record {}'s $ATTRIBUTE_LIST says it does)", rec.nr)));
+            };
+            let piece = piece_runs(a, &n, &self.boot).map_err(|b| holder.err(b))?;
+            if vcn == 0 {
+                check_sizes(a, &n).map_err(|b| holder.err(b))?;
+                first = Some(
+                    finish_stream(Vec::new(), &n, a.pos, &self.boot, true)
+                        .map_err(|b| holder.err(b))?,
+                );
+            }
+            next_vcn = piece.last().map_or(vcn, |r| r.vcn.saturating_add(r.len));
+            runs.extend(piece);
+        }
+        let Some(first) = first else {
+            return Err(rec.bad(
+                list.pos,
+                "$ATTRIBUTE_LIST has no unnamed $DATA starting at VCN 0".into(),
+            ));
+        };
+        let mapped = next_vcn.saturating_mul(self.boot.cluster_size);
+        if first.size > mapped {
+            return Err(rec.bad(
+                list.pos,
+                format!(
+                    "its $DATA pieces map {mapped} bytes, less than the data size {}",
+                    first.size
+                ),
+            ));
+        }
+        Ok(Stream { runs, ..first })
     }
 
     /// Reads MFT record `nr`, in use or not.
@@ -1163,10 +1329,19 @@ fn find_hibernation(vol: &Vol<'_, '_>) -> Result<bool, FsError> {
         return Ok(false);
     }
     let attrs = rec.attrs()?;
+    let mut head = [0u8; 4];
+    if attrs.iter().any(|a| a.ty == AT_ATTRIBUTE_LIST) {
+        // A big, fragmented hiberfil.sys: its $DATA may live in extension records.
+        let s = vol.data_stream(&rec)?;
+        if s.size < 4 {
+            return Ok(false);
+        }
+        s.read(vol, 0, &mut head, "hiberfil.sys")?;
+        return Ok(head.eq_ignore_ascii_case(b"hibr"));
+    }
     let Some(a) = attrs.iter().find(|a| a.ty == AT_DATA && a.name.is_empty()) else {
         return Ok(false);
     };
-    let mut head = [0u8; 4];
     if a.non_resident {
         let s = stream_of(a, &vol.boot, true).map_err(|b| rec.err(b))?;
         if s.size < 4 {
@@ -1540,6 +1715,20 @@ mod tests {
         size: u64,
         init: u64,
     ) -> Vec<u8> {
+        nonres_piece(ty, name, pairs, 0, highest, alloc, size, init)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn nonres_piece(
+        ty: u32,
+        name: &str,
+        pairs: &[u8],
+        lowest: u64,
+        highest: u64,
+        alloc: u64,
+        size: u64,
+        init: u64,
+    ) -> Vec<u8> {
         let name = utf16le(name);
         let poff = align8(0x40 + name.len());
         let len = align8(poff + pairs.len());
@@ -1549,6 +1738,7 @@ mod tests {
         a[8] = 1;
         a[9] = (name.len() / 2) as u8;
         a[0x0A..0x0C].copy_from_slice(&0x40u16.to_le_bytes());
+        a[0x10..0x18].copy_from_slice(&lowest.to_le_bytes());
         a[0x18..0x20].copy_from_slice(&highest.to_le_bytes());
         a[0x20..0x22].copy_from_slice(&(poff as u16).to_le_bytes());
         a[0x28..0x30].copy_from_slice(&alloc.to_le_bytes());
@@ -1560,7 +1750,13 @@ mod tests {
     }
 
     fn record(nr: u32, seq: u16, flags: u16, attrs: &[Vec<u8>]) -> Vec<u8> {
+        record_ext(nr, seq, flags, 0, attrs)
+    }
+
+    /// An extension record of `base` (or a base record when `base` is 0).
+    fn record_ext(nr: u32, seq: u16, flags: u16, base: u64, attrs: &[Vec<u8>]) -> Vec<u8> {
         let mut r = vec![0u8; 1024];
+        r[0x20..0x28].copy_from_slice(&(base | 1 << 48).to_le_bytes());
         r[0..4].copy_from_slice(b"FILE");
         r[0x10..0x12].copy_from_slice(&seq.to_le_bytes());
         r[0x12..0x14].copy_from_slice(&1u16.to_le_bytes());
@@ -1613,13 +1809,39 @@ mod tests {
         h
     }
 
+    /// One `$ATTRIBUTE_LIST` entry for an unnamed `$DATA` piece.
+    fn list_entry(start_vcn: u64, rec: u64) -> Vec<u8> {
+        let mut e = vec![0u8; 0x20];
+        e[0..4].copy_from_slice(&AT_DATA.to_le_bytes());
+        e[4..6].copy_from_slice(&0x20u16.to_le_bytes());
+        e[7] = 0x1A;
+        e[8..0x10].copy_from_slice(&start_vcn.to_le_bytes());
+        e[0x10..0x18].copy_from_slice(&(rec | 1 << 48).to_le_bytes());
+        e
+    }
+
+    /// Partition offset of MFT record `nr`: the $MFT is 4 clusters at LCN 4 then 1 at LCN 15.
+    fn rec_at(nr: usize) -> usize {
+        if nr < 16 {
+            4 * CS + nr * 1024
+        } else {
+            15 * CS + (nr - 16) * 1024
+        }
+    }
+
     struct Synth {
+        /// $MFT's runlist split over record 0 and extension record 12.
+        mft_list: bool,
+        /// Record 12 claims to extend record 3 instead.
+        mft_list_broken: bool,
+        /// $Bitmap's $DATA split over record 6 and extension record 17: 0 valid, 1 record 17
+        /// extends another record, 2 the second piece leaves a gap.
+        bitmap_list: Option<u8>,
         dirty: bool,
         hiberfil: Option<&'static [u8; 4]>,
         hiberfil_seq: u16,
         /// Put the hiberfil.sys entry in an INDX block instead of the index root.
         in_indx: bool,
-        bitmap_attr_list: bool,
         /// Bits to clear from the bitmap.
         clear_bit: Option<usize>,
     }
@@ -1631,7 +1853,9 @@ mod tests {
                 hiberfil: None,
                 hiberfil_seq: 1,
                 in_indx: false,
-                bitmap_attr_list: false,
+                mft_list: false,
+                mft_list_broken: false,
+                bitmap_list: None,
                 clear_bit: None,
             }
         }
@@ -1650,7 +1874,31 @@ mod tests {
             &boot_sector(512, 8, 2047, 4, 11, 0xF6, 0xF4),
         );
         let mut recs: Vec<(u32, Vec<u8>)> = Vec::new();
-        recs.push((0, record(0, 1, 1, &[nonres(AT_DATA, "", 4, 5, 5 * 4096)])));
+        let mft_size = 5 * 4096;
+        if o.mft_list {
+            let list = [list_entry(0, 0), list_entry(4, 12)].concat();
+            let piece1 = nonres_piece(
+                AT_DATA,
+                "",
+                &[0x11, 4, 4, 0],
+                0,
+                3,
+                mft_size,
+                mft_size,
+                mft_size,
+            );
+            recs.push((
+                0,
+                record(0, 1, 1, &[resident(AT_ATTRIBUTE_LIST, "", &list), piece1]),
+            ));
+            let piece2 = nonres_piece(AT_DATA, "", &[0x11, 1, 15, 0], 4, 4, 0, 0, 0);
+            let base = if o.mft_list_broken { 3 } else { 0 };
+            recs.push((12, record_ext(12, 1, 1, base, &[piece2])));
+        } else {
+            let pairs = [0x11, 4, 4, 0x11, 1, 11, 0];
+            let data = nonres_pairs(AT_DATA, "", &pairs, 4, mft_size, mft_size, mft_size);
+            recs.push((0, record(0, 1, 1, &[data])));
+        }
         recs.push((1, record(1, 1, 1, &[nonres(AT_DATA, "", 11, 1, 4096)])));
         recs.push((2, record(2, 1, 1, &[nonres(AT_DATA, "", 12, 2, 8192)])));
         let mut volinfo = vec![0u8; 12];
@@ -1707,20 +1955,21 @@ mod tests {
             root_attrs.push(resident(AT_INDEX_ROOT, "$I30", &ir));
         }
         recs.push((5, record(5, 5, 3, &root_attrs)));
-        let mut bm_attrs = Vec::new();
-        if o.bitmap_attr_list {
-            bm_attrs.push(resident(AT_ATTRIBUTE_LIST, "", &[0u8; 32]));
+        if let Some(kind) = o.bitmap_list {
+            let vcn2 = if kind == 2 { 2 } else { 1 };
+            let list = [list_entry(0, 6), list_entry(vcn2, 17)].concat();
+            let piece1 = nonres_piece(AT_DATA, "", &[0x11, 1, 10, 0], 0, 0, 8192, 8192, 8192);
+            recs.push((
+                6,
+                record(6, 6, 1, &[resident(AT_ATTRIBUTE_LIST, "", &list), piece1]),
+            ));
+            let piece2 = nonres_piece(AT_DATA, "", &[0x11, 1, 21, 0], vcn2, vcn2, 0, 0, 0);
+            let base = if kind == 1 { 5 } else { 6 };
+            recs.push((17, record_ext(17, 1, 1, base, &[piece2])));
+        } else {
+            let data = nonres_pairs(AT_DATA, "", &[0x11, 1, 10, 0], 0, 4096, 32, 32);
+            recs.push((6, record(6, 6, 1, &[data])));
         }
-        bm_attrs.push(nonres_pairs(
-            AT_DATA,
-            "",
-            &[0x11, 1, 10, 0],
-            0,
-            4096,
-            32,
-            32,
-        ));
-        recs.push((6, record(6, 6, 1, &bm_attrs)));
         if let Some(h) = o.hiberfil {
             recs.push((
                 16,
@@ -1729,7 +1978,7 @@ mod tests {
             put(&mut img, 20 * CS, h);
         }
         for (nr, r) in &recs {
-            put(&mut img, 4 * CS + *nr as usize * 1024, r);
+            put(&mut img, rec_at(*nr as usize), r);
             if *nr < 4 {
                 put(&mut img, 11 * CS + *nr as usize * 1024, r);
             }
@@ -1739,8 +1988,11 @@ mod tests {
         // $Bitmap.
         let mut bits = vec![0u8; 32];
         let mut set = |c: usize| bits[c / 8] |= 1 << (c % 8);
-        for c in [0, 1, 4, 5, 6, 7, 8, 10, 11, 12, 13, 255] {
+        for c in [0, 1, 4, 5, 6, 7, 10, 11, 12, 13, 15, 255] {
             set(c);
+        }
+        if o.bitmap_list.is_some() {
+            set(21);
         }
         if o.in_indx {
             set(14);
@@ -1769,21 +2021,121 @@ mod tests {
         let c = |n: u64| n * 4096;
         assert_eq!(
             used.runs(),
-            &[(0, c(2)), (c(4), c(5)), (c(10), c(4)), (c(255), c(1))]
+            &[
+                (0, c(2)),
+                (c(4), c(4)),
+                (c(10), c(4)),
+                (c(15), c(1)),
+                (c(255), c(1))
+            ]
         );
         assert_eq!(info.label, "Synth");
         assert_eq!(info.block_size, 4096);
         assert!(info.warnings.is_empty(), "{:?}", info.warnings);
-        assert_eq!(info.min_size, Some(c(14) + c(1)));
+        assert_eq!(info.min_size, Some(c(16) + c(1)));
 
-        // Sub-cluster tail: the same volume in a partition 2 KiB longer keeps only up to the
-        // backup boot sector (sector 2047); a partition 1 MiB longer too.
+        // A partition larger than the volume: the tail stops after the backup boot sector
+        // (sector 2047, the partition's old end).
         for extra in [2048usize, 1 << 20] {
             let mut img = synth(&Synth::default());
             img.resize(PART + extra, 0);
             let used = run(img).unwrap().used.unwrap();
             assert_eq!(used.runs().last(), Some(&(c(255), c(1))));
         }
+
+        // A partial-cluster tail: 2044 sectors, total_sectors 2043, 255 clusters; the tail is
+        // 2048 bytes (the last 3 sectors of the volume + the backup boot sector).
+        let mut img = synth(&Synth::default());
+        img[0x28..0x30].copy_from_slice(&2043u64.to_le_bytes());
+        img.truncate(2044 * 512);
+        let used = run(img).unwrap().used.unwrap();
+        assert_eq!(used.runs().last(), Some(&(c(255), 2048)));
+        assert_eq!(used.end(), 2044 * 512);
+
+        // No room for the backup boot sector: a warning, the tail is what there is.
+        let mut img = synth(&Synth::default());
+        img[0x28..0x30].copy_from_slice(&2048u64.to_le_bytes());
+        let info = run(img).unwrap();
+        assert!(
+            info.warnings[0].contains("no room for its backup boot sector"),
+            "{:?}",
+            info.warnings
+        );
+    }
+
+    #[test]
+    fn synthetic_attribute_lists() {
+        let c = |n: u64| n * 4096;
+        // $MFT in two pieces; hiberfil.sys (record 16) is only reachable through the second.
+        let info = run(synth(&Synth {
+            mft_list: true,
+            hiberfil: Some(b"hibr"),
+            ..Synth::default()
+        }))
+        .unwrap();
+        assert!(
+            info.warnings.len() == 1 && info.warnings[0].contains("hibernated"),
+            "{:?}",
+            info.warnings
+        );
+        assert!(covered(info.used.as_ref().unwrap(), c(15), c(1)));
+        // A broken extension record: the map still comes from the first extent, with warnings.
+        let info = run(synth(&Synth {
+            mft_list: true,
+            mft_list_broken: true,
+            hiberfil: Some(b"hibr"),
+            ..Synth::default()
+        }))
+        .unwrap();
+        assert!(
+            info.warnings[0].contains("only the first extent"),
+            "{:?}",
+            info.warnings
+        );
+        assert!(
+            info.warnings[1].contains("could not check"),
+            "{:?}",
+            info.warnings
+        );
+        // $Bitmap in two pieces: both runs must be (and are) marked used.
+        let info = run(synth(&Synth {
+            bitmap_list: Some(0),
+            mft_list: true,
+            ..Synth::default()
+        }))
+        .unwrap();
+        assert!(info.warnings.is_empty(), "{:?}", info.warnings);
+        let used = info.used.unwrap();
+        assert!(covered(&used, c(21), c(1)) && covered(&used, c(10), c(1)));
+        // Broken $Bitmap lists are errors.
+        for (kind, what) in [
+            (1, "not an extension record of record 6"),
+            (2, "does not follow VCN 1"),
+        ] {
+            let e = run(synth(&Synth {
+                bitmap_list: Some(kind),
+                ..Synth::default()
+            }))
+            .unwrap_err();
+            assert!(e.to_string().contains(what), "{e}");
+        }
+        // The list parser.
+        let list = [list_entry(0, 6), list_entry(3, 17)].concat();
+        let e = parse_attr_list(&list).unwrap();
+        assert_eq!(
+            e[1],
+            ListEntry {
+                ty: AT_DATA,
+                named: false,
+                start_vcn: 3,
+                mft_ref: 17 | 1 << 48
+            }
+        );
+        assert!(parse_attr_list(&list[..0x30]).is_err());
+        let mut zero_len = list.clone();
+        zero_len[0x24] = 0;
+        assert!(parse_attr_list(&zero_len).is_err());
+        assert_eq!(parse_attr_list(&[]).unwrap(), vec![]);
     }
 
     #[test]
@@ -1876,21 +2228,11 @@ mod tests {
 
     #[test]
     fn synthetic_refusals() {
-        let e = run(synth(&Synth {
-            bitmap_attr_list: true,
-            ..Synth::default()
-        }))
-        .unwrap_err();
-        let s = e.to_string();
-        assert!(
-            s.contains("not supported yet") && s.contains("--raw"),
-            "{s}"
-        );
-        assert!(s.contains(&format!("{:#x}", 4 * CS + 6 * 1024)), "{s}");
         // A system file's cluster marked free.
         for (bit, name) in [
             (0, "LCN 0"),
             (6, "$MFT"),
+            (15, "$MFT"),
             (11, "$MFTMirr"),
             (13, "$LogFile"),
             (10, "$Bitmap"),
@@ -2033,11 +2375,13 @@ mod tests {
     #[test]
     fn synthetic_never_panics() {
         // One volume with every optional structure: dirty flag, hiberfil.sys in an INDX block,
-        // and a restart page in $LogFile.
+        // $MFT and $Bitmap split by attribute lists, and a restart page in $LogFile.
         let mut img = synth(&Synth {
             hiberfil: Some(b"hibr"),
             in_indx: true,
             dirty: true,
+            mft_list: true,
+            bitmap_list: Some(0),
             ..Synth::default()
         });
         let log = 12 * CS;
@@ -2047,6 +2391,8 @@ mod tests {
         img[log + 0x18] = 0x48;
         img[log + 0x1A] = 1;
         img[log + 0x1C] = 1;
+        let info = run(img.clone()).unwrap();
+        assert_eq!(info.warnings.len(), 3, "{:?}", info.warnings);
         assert!(sweep(&img, 0x9E37_79B9_7F4A_7C15, 5000) > 10_000);
     }
 
