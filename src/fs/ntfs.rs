@@ -508,7 +508,7 @@ fn apply_fixups(rec: &mut [u8]) -> Result<(), Bad> {
     let usa_end = usa_count
         .checked_mul(2)
         .and_then(|n| n.checked_add(usa_off));
-    if usa_off % 2 != 0 || usa_off < 8 || usa_end.map_or(true, |e| e > STRIDE.saturating_sub(2)) {
+    if usa_off % 2 != 0 || usa_off < 8 || usa_end.is_none_or(|e| e > STRIDE.saturating_sub(2)) {
         return Err(Bad::new(
             4,
             format!("update sequence array offset {usa_off:#x} is invalid"),
@@ -924,7 +924,7 @@ fn decode_runlist(b: &[u8], start_vcn: u64, nr_clusters: u64) -> Result<Vec<Run>
             ));
         };
         if let Some(l) = run_lcn {
-            if l.checked_add(len).map_or(true, |e| e > nr_clusters) {
+            if l.checked_add(len).is_none_or(|e| e > nr_clusters) {
                 return Err(Bad::new(
                     pos,
                     format!("run of {len} clusters at LCN {l} goes past the volume's {nr_clusters} clusters"),
