@@ -57,7 +57,7 @@ impl Mount {
     fn new(lo: &Loop, dir: &Path, read_only: bool) -> Mount {
         std::fs::create_dir_all(dir).expect("mountpoint");
         sh(&format!(
-            "mount.exfat-fuse {} '{}' '{}' >/dev/null 2>&1",
+            "mount.exfat-fuse {} '{}' '{}'",
             if read_only { "-o ro" } else { "" },
             lo.dev,
             dir.display()
