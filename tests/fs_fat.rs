@@ -617,6 +617,42 @@ fn fat32_save_restore() {
     });
 }
 
+/// `mkfs.vfat -F 32` on a small partition makes a FAT32 layout with fewer than 65525 clusters.
+/// Linux and partclone read it as FAT32; so do we, with a warning. (mtools reads it by the
+/// cluster count and cannot write to it, so it stays empty but for the root directory.)
+#[test]
+fn fat32_with_too_few_clusters_is_read_as_fat32() {
+    let work = tempdir();
+    let w = work.path();
+    let src = w.join("small32.img");
+    sh(&format!(
+        "truncate -s 20M '{s}' && mkfs.vfat -F 32 -n SMALL '{s}' >/dev/null 2>&1",
+        s = src.display()
+    ));
+    let fsck = fsck_fat(&src);
+    assert!(fsck.clean, "{fsck:?}");
+    assert_eq!((fsck.entry_bits, fsck.used_clusters), (32, 1), "{fsck:?}");
+    assert!(fsck.data_clusters < 65525);
+    let tail = fsck.total_bytes - fsck.data_start - fsck.data_clusters * fsck.cluster_bytes;
+    let part = inspect_part(&src);
+    assert_eq!(part["fs"], "vfat");
+    let used = part["used_bytes"].as_u64().unwrap();
+    assert_eq!(used, fsck.data_start + fsck.cluster_bytes + tail);
+    let (pc, (target, info)) = std::thread::scope(|s| {
+        let pc = s.spawn(|| partclone("partclone.fat", &src, w));
+        let saved = save_restore(&src, w);
+        (pc.join().expect("partclone thread"), saved)
+    });
+    assert_eq!(pc.space_in_use, used, "partclone.fat count");
+    assert_eq!(pc.domain, lib_used(&src), "partclone.fat map");
+    let warnings = info["warnings"].to_string();
+    assert!(warnings.contains("FAT32 volume with only"), "{warnings}");
+    assert_eq!(info["stored_bytes"].as_u64().unwrap(), used);
+    let fsck_t = fsck_fat(&target);
+    assert!(fsck_t.clean && fsck_t.used_clusters == 1, "{fsck_t:?}");
+    same_bytes(&src, &target, &lib_used(&src));
+}
+
 #[test]
 fn fat32_identity_and_label() {
     let work = tempdir();

@@ -146,6 +146,8 @@ pub struct Geometry {
     pub active_fat: u64,
     /// The NT "dirty" flag (byte 0x25 or 0x41, bit 0).
     pub dirty: bool,
+    /// A FAT32 layout with fewer than 65525 clusters (read as FAT32, like Linux does).
+    pub undersized_fat32: bool,
 }
 
 impl Geometry {
@@ -298,27 +300,27 @@ pub fn parse_bpb(boot: &[u8], part_len: u64) -> Result<Geometry, FsError> {
             )
         })?;
     let fat_type = FatType::from_cluster_count(count);
-    // The layout must agree with the type the count gives.
-    match (fat_type, fat16_size != 0) {
+    // The layout must agree with the type the count gives, with one exception: a FAT32 layout
+    // (FATSz16 = 0) with too few clusters, which `mkfs.fat -F 32` makes on small partitions.
+    // FATSz16 = 0 leaves no FAT12/16 reading, and Linux (the only driver that mounts such a
+    // volume) and partclone read it as FAT32: so do we, with a warning.
+    let undersized_fat32 = match (fat_type, fat16_size != 0) {
         (FatType::Fat32, true) => {
             return Err(corrupt(
                 0x16,
                 format!(
-                    "{count} clusters make this FAT32, but the BPB has a FAT12/16 layout (FATSz16 = {fat16_size})"
+                    "{count} clusters make this FAT32, but the BPB has a FAT12/16 layout (FATSz16 = {fat16_size}); Windows and Linux would read it differently"
                 ),
             ))
         }
-        (FatType::Fat12 | FatType::Fat16, false) => {
-            return Err(corrupt(
-                0x16,
-                format!(
-                    "{count} clusters make this {}, but the BPB has a FAT32 layout (FATSz16 = 0)",
-                    fat_type.name()
-                ),
-            ))
-        }
-        _ => {}
-    }
+        (FatType::Fat12 | FatType::Fat16, false) => true,
+        _ => false,
+    };
+    let fat_type = if undersized_fat32 {
+        FatType::Fat32
+    } else {
+        fat_type
+    };
     let need = fat_type.fat_bytes(u64::from(count).saturating_add(2));
     let have = fat_size.saturating_mul(bps);
     if have < need {
@@ -372,6 +374,7 @@ pub fn parse_bpb(boot: &[u8], part_len: u64) -> Result<Geometry, FsError> {
         cluster_count: count,
         active_fat,
         dirty,
+        undersized_fat32,
     })
 }
 
@@ -498,6 +501,13 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
         ));
     }
     entry1_warnings(part, &g, &mut info.warnings)?;
+    if g.undersized_fat32 {
+        info.warnings.push(format!(
+            "FAT32 volume with only {} clusters (the minimum is {}): mapped as FAT32 like Linux reads it; Windows and UEFI firmware may not mount it",
+            g.cluster_count,
+            MAX_FAT16_CLUSTERS.saturating_add(1)
+        ));
+    }
     if scan.bad_clusters > 0 {
         info.warnings.push(format!(
             "{} clusters are marked bad in the FAT; they are not copied",
@@ -725,10 +735,34 @@ mod tests {
         s.total += 1; // 65525 clusters; the FAT (256 sectors) still holds them
         let e = parse_bpb(&s.boot(), s.bytes()).unwrap_err();
         assert!(e.to_string().contains("FAT12/16 layout"), "{e}");
-        // FAT32 layout with a FAT16 count.
-        let s = Spec::fat32(65524);
-        let e = parse_bpb(&s.boot(), s.bytes()).unwrap_err();
-        assert!(e.to_string().contains("FAT32 layout"), "{e}");
+        // FAT32 layout with a FAT16 or FAT12 count (mkfs.fat -F 32 on a small partition):
+        // there is no other reading than FAT32.
+        for count in [65524, 1000] {
+            let s = Spec::fat32(count);
+            let g = parse_bpb(&s.boot(), s.bytes()).unwrap();
+            assert_eq!(g.fat_type, FatType::Fat32);
+            assert!(g.undersized_fat32);
+        }
+        let s = Spec::fat32(65525);
+        assert!(!parse_bpb(&s.boot(), s.bytes()).unwrap().undersized_fat32);
+    }
+
+    #[test]
+    fn undersized_fat32_map() {
+        let s = Spec::fat32(3000);
+        let (mut img, g) = image(&s);
+        set_entry(&mut img, &g, 2, 0x0FFF_FFFF);
+        set_entry(&mut img, &g, 3000, 0x0FFF_FFFF);
+        let info = fill_img(img).unwrap();
+        let fds = g.first_data_sector * 512;
+        assert_eq!(
+            info.used.unwrap().runs(),
+            &[(0, fds + 512), (g.cluster_offset(3000), 512)]
+        );
+        assert!(info
+            .warnings
+            .iter()
+            .any(|w| w.contains("only 3000 clusters")));
     }
 
     #[test]
