@@ -10,6 +10,7 @@ PACKAGES=(
     exfatprogs exfat-fuse xfsprogs btrfs-progs
     partclone                                # cross-check of used-block counts
     zstd lz4 openssl python3                 # fixture data and peers
+    tmux                                     # the TUI end-to-end test
 )
 
 missing=()
