@@ -71,8 +71,9 @@ impl Rng {
     }
 }
 
-/// Writes the test content into `dir`: about 30 MB in ~2030 files.
-fn populate(dir: &Path, seed: u64) {
+/// Writes the test content into `dir`: 20 text files, `small` small random files, 5 binaries
+/// and 2 big random files; about 30 MB.
+fn populate(dir: &Path, seed: u64, small: usize) {
     let mut rng = Rng(seed | 1);
     let text = dir.join("docs");
     std::fs::create_dir_all(&text).unwrap();
@@ -82,10 +83,10 @@ fn populate(dir: &Path, seed: u64) {
             .collect();
         std::fs::write(text.join(format!("notes-{n}.txt")), body).unwrap();
     }
-    for d in 0..20 {
+    for d in 0..small.div_ceil(100) {
         let sub = dir.join(format!("small/d{d:02}"));
         std::fs::create_dir_all(&sub).unwrap();
-        for f in 0..100 {
+        for f in 0..small.saturating_sub(d * 100).min(100) {
             let len = (rng.next() % 6000) as usize;
             std::fs::write(sub.join(format!("f{f:03}.bin")), rng.bytes(len)).unwrap();
         }
@@ -211,6 +212,8 @@ struct Spec {
     min_uninit_backups: usize,
     /// partclone.extfs supports it (not bigalloc).
     partclone: bool,
+    /// How many small files (each takes a whole cluster with bigalloc).
+    small_files: usize,
     seed: u64,
 }
 
@@ -229,7 +232,7 @@ fn roundtrip(spec: &Spec) {
     let stale_len = 24usize << 20;
     {
         let stage = t.join("stage");
-        populate(&stage, spec.seed);
+        populate(&stage, spec.seed, spec.small_files);
         let m = Mounted::new(&src, &t.join("mnt"), "rw");
         sh(&format!(
             "cp -a '{}/.' '{}/'",
@@ -246,7 +249,7 @@ fn roundtrip(spec: &Spec) {
         sh(&format!("sync -f '{}'", m.dir.display()));
     }
     let stage_hashes = tree_hashes(&t.join("stage"));
-    assert_eq!(stage_hashes.lines().count(), 2027);
+    assert_eq!(stage_hashes.lines().count(), 27 + spec.small_files);
 
     // The used count: ours, dumpe2fs's, partclone's.
     let ins = json(&fc_ok(&["inspect", src.to_str().unwrap(), "--json"]));
@@ -348,6 +351,7 @@ fn ext4_default_with_uninit_groups() {
         // 8 groups: 1, 3 and 5 hold backups and stay BLOCK_UNINIT with this little data.
         min_uninit_backups: 2,
         partclone: true,
+        small_files: 2000,
         seed: 1,
     });
 }
@@ -362,6 +366,7 @@ fn ext3_1k_blocks() {
         label: "fc-ext3",
         min_uninit_backups: 0,
         partclone: true,
+        small_files: 2000,
         seed: 2,
     });
 }
@@ -376,6 +381,7 @@ fn ext2_plain() {
         label: "fc-ext2",
         min_uninit_backups: 0,
         partclone: true,
+        small_files: 2000,
         seed: 3,
     });
 }
@@ -391,6 +397,7 @@ fn ext4_meta_bg_1k() {
         label: "fc-metabg",
         min_uninit_backups: 3,
         partclone: true,
+        small_files: 2000,
         seed: 4,
     });
 }
@@ -416,6 +423,7 @@ fn ext4_bigalloc_sparse_super2() {
         label: "fc-bigalloc",
         min_uninit_backups: 0,
         partclone: false,
+        small_files: 300,
         seed: 5,
     });
 }
