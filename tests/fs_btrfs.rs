@@ -196,3 +196,63 @@ fn btrfs_unreplayed_log_is_refused() {
     let (fs, used) = inspect(&snap);
     assert_eq!((fs.as_str(), used < 64 * MIB), ("btrfs", true));
 }
+
+/// Bytes covered by the union of `(start, len)` ranges.
+fn union_len(mut r: Vec<(u64, u64)>) -> u64 {
+    r.sort_unstable();
+    let (mut total, mut end) = (0, 0);
+    for (s, l) in r {
+        let e = s + l;
+        if e > end {
+            total += e - s.max(end);
+            end = e;
+        }
+    }
+    total
+}
+
+#[test]
+fn btrfs_multi_device_saves_dev_extents() {
+    if !have(&["mkfs.btrfs", "btrfs"]) {
+        return;
+    }
+    let t = tempdir();
+    let devs = [t.path().join("dev1.img"), t.path().join("dev2.img")];
+    for d in &devs {
+        std::fs::File::create(d)
+            .unwrap()
+            .set_len(256 * MIB)
+            .unwrap();
+    }
+    sh(&format!(
+        "mkfs.btrfs -q -d raid1 -m raid1 -L fc-multi '{}' '{}'",
+        devs[0].display(),
+        devs[1].display()
+    ));
+    for (i, d) in devs.iter().enumerate() {
+        let devid = i as u64 + 1;
+        let tree = sh(&format!(
+            "btrfs inspect-internal dump-tree -t dev '{}'",
+            d.display()
+        ));
+        let mut ranges = vec![(0, MIB), (64 * MIB, 4096)];
+        let mut lines = tree.lines();
+        while let Some(l) = lines.next() {
+            let key = format!("key ({devid} DEV_EXTENT ");
+            if let Some(at) = l.find(&key) {
+                let start = number_after(&l[at..], "DEV_EXTENT").unwrap();
+                let len = lines
+                    .by_ref()
+                    .find_map(|l| number_after(l, " length "))
+                    .unwrap();
+                ranges.push((start, len));
+            }
+        }
+        assert!(ranges.len() > 2, "no dev extents for devid {devid}");
+        let (fs, used) = inspect(d);
+        assert_eq!(fs, "btrfs");
+        assert_eq!(used, union_len(ranges), "device {devid}");
+        let text = crate::common::fc_ok(&["inspect", d.to_str().unwrap()]);
+        assert!(text.contains("multi-device btrfs (2 devices)"), "{text}");
+    }
+}
