@@ -147,6 +147,7 @@ struct Super {
     meta_fsid: [u8; 16],
     /// crc32c checksums are verified; other types are not.
     crc32c: bool,
+    incompat: u64,
     sys_chunks: Vec<u8>,
 }
 
@@ -268,6 +269,7 @@ fn parse_super(part: &Region<'_>, warnings: &mut Vec<String>) -> Result<Super, F
         devid: f64(0xC9),
         meta_fsid,
         crc32c: is_crc32c,
+        incompat,
         sys_chunks: sb.get(0x32B..sys_end).unwrap_or(&[]).to_vec(),
     })
 }
@@ -811,8 +813,7 @@ fn map_trees(part: &Region<'_>, sb: &Super) -> Result<Map, Fail> {
 pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
     let sb = parse_super(part, &mut info.warnings)?;
     info.block_size = u32::try_from(sb.sectorsize).unwrap_or(0);
-    let incompat = le64(&read_at(part, FS, SUPER_OFF, 4096)?, 0xBC).unwrap_or(0);
-    if incompat & (INCOMPAT_EXTENT_TREE_V2 | INCOMPAT_RAID_STRIPE_TREE) != 0 {
+    if sb.incompat & (INCOMPAT_EXTENT_TREE_V2 | INCOMPAT_RAID_STRIPE_TREE) != 0 {
         info.warnings.push(
             "the filesystem uses extent-tree-v2 or a raid stripe tree, which ferroclone does not \
              map; imaged raw"
@@ -1329,6 +1330,32 @@ mod tests {
         let info = s.fill().unwrap();
         assert!(info.warnings[0].contains("xxhash64"));
         assert_eq!(info.used.unwrap().runs(), EXACT);
+    }
+
+    #[test]
+    fn unsupported_states() {
+        for (off, bit, refuse) in [
+            (0x38usize, SUPER_FLAG_SEEDING, Some("seed device")),
+            (0x38, SUPER_FLAG_METADUMP, Some("metadata dump")),
+            (0x38, SUPER_FLAG_CHANGING_FSID_V2, Some("fsid change")),
+            (0xBC, INCOMPAT_ZONED, Some("zoned")),
+            (0xBC, INCOMPAT_EXTENT_TREE_V2, None),
+            (0xBC, INCOMPAT_RAID_STRIPE_TREE, None),
+        ] {
+            let mut s = Synth::new();
+            s.sb_mut()[off..off + 8].copy_from_slice(&bit.to_le_bytes());
+            s.refresh();
+            match (s.fill(), refuse) {
+                (Err(FsError::Refused { detail, .. }), Some(n)) => {
+                    assert!(detail.contains(n), "{detail}")
+                }
+                (Ok(info), None) => {
+                    assert!(info.used.is_none());
+                    assert!(info.warnings[0].contains("imaged raw"));
+                }
+                (other, _) => panic!("{bit:#x}: {other:?}"),
+            }
+        }
     }
 
     #[test]
