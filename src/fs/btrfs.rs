@@ -520,7 +520,7 @@ impl Reader<'_, '_> {
                 key_at(&buf, at).ok_or_else(|| corrupt(here, "item header outside its block"))?;
             let ascending = match keys.last() {
                 Some(&(p, _)) => key > p,
-                None => lo.map_or(true, |l| key >= l),
+                None => lo.is_none_or(|l| key >= l),
             };
             if !ascending || hi.is_some_and(|h| key >= h) {
                 return Err(corrupt(
@@ -679,7 +679,7 @@ fn dev_extents(r: &Reader<'_, '_>) -> Result<Vec<(u64, u64, u64)>, Fail> {
                 )
                 .into());
             };
-            if key.offset.checked_add(len).map_or(true, |e| e > part_len) {
+            if key.offset.checked_add(len).is_none_or(|e| e > part_len) {
                 return Err(corrupt(
                     at,
                     format!(

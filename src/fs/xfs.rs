@@ -878,14 +878,17 @@ pub(crate) mod tests {
         }
     }
 
-    /// Whether an external tool is installed (real-image tests are skipped without it).
+    /// Checks an external tool is installed; a missing one fails the test (CI installs every
+    /// tool through scripts/setup.sh, so nothing is skipped).
     pub(crate) fn have(tool: &str) -> bool {
-        Command::new("sh")
+        let ok = Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))
             .output()
             .map(|o| o.status.success())
-            .unwrap_or(false)
+            .unwrap_or(false);
+        assert!(ok, "{tool} is needed by this test; run scripts/setup.sh");
+        ok
     }
 
     /// Writes the little-endian CRC-32C of `buf` (field taken as zero) at `off`.
