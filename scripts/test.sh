@@ -25,3 +25,6 @@ step "unit and integration tests"
 # Integration tests make disks of up to 1 GiB in files; two at a time keeps CI's two cores busy
 # without running out of page cache.
 cargo test --quiet -- --test-threads="${TEST_THREADS:-2}"
+
+step "fuzz smoke (each target ${FUZZ_SECONDS:-10}s)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-10}"
