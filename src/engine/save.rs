@@ -19,7 +19,7 @@ use crate::image::format::{StreamCursor, BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
 use crate::image::manifest::{
     GptInfo, Manifest, Mode, PartEntry, StreamInfo, TableInfo, FORMAT_NAME, MANIFEST_FILE,
 };
-use crate::image::writer::{encode_block, write_small, StreamWriter};
+use crate::image::writer::{encode_block_owned, write_small, StreamWriter};
 
 /// A validated save job.
 #[derive(Debug, Clone)]
@@ -348,12 +348,16 @@ fn save_stream(
     let threads = plan.threads.max(1);
     let (raw_tx, raw_rx) = bounded::<Result<(u64, Vec<u8>)>>(threads * 2);
     let (enc_tx, enc_rx) = bounded(threads * 2);
+    // Spent buffers go back to the reader and the workers: no allocation or zeroing per block.
+    // Their number is bounded by what the channels and threads hold at once.
+    let (pool_tx, pool_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     let abort = AtomicBool::new(false);
     let mut writer = StreamWriter::new(dir, name, plan.volume_size);
     disk.advise_sequential();
     std::thread::scope(|s| -> Result<()> {
         let abort = &abort;
         // Reader: one thread, large positional reads of the used runs, in stream order.
+        let reader_pool = pool_rx.clone();
         s.spawn(move || {
             let mut cursor = StreamCursor::new(map);
             let mut pieces = Vec::new();
@@ -367,7 +371,8 @@ fn save_stream(
                 }
                 let len = bs.min(map.total() - k * bs);
                 cursor.take(len, &mut pieces);
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = reader_pool.try_recv().unwrap_or_default();
+                buf.resize(len as usize, 0);
                 let mut at = 0usize;
                 let mut failed = None;
                 for &(off, n) in &pieces {
@@ -397,9 +402,16 @@ fn save_stream(
         for _ in 0..threads {
             let raw_rx = raw_rx.clone();
             let enc_tx = enc_tx.clone();
+            let pool_rx = pool_rx.clone();
+            let pool_tx = pool_tx.clone();
             s.spawn(move || {
                 for msg in raw_rx.iter() {
-                    let out = msg.map(|(k, buf)| (k, encode_block(&buf)));
+                    let out = msg.map(|(k, buf)| {
+                        let scratch = pool_rx.try_recv().unwrap_or_default();
+                        let (enc, spare) = encode_block_owned(buf, scratch);
+                        let _ = pool_tx.send(spare);
+                        (k, enc)
+                    });
                     if enc_tx.send(out).is_err() {
                         return;
                     }
@@ -423,6 +435,7 @@ fn save_stream(
                         bytes: u64::from(enc.len),
                     });
                     next += 1;
+                    let _ = pool_tx.send(enc.payload);
                 }
             }
             if next != blocks {
