@@ -3,6 +3,7 @@
 
 mod common;
 
+mod faults;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;

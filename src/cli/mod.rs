@@ -477,6 +477,7 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
             "id": m.id,
             "created": m.created,
             "tool": m.tool,
+            "manifest_sha256": image.manifest_sha256(),
             "source": m.source,
             "partitions": parts,
             "parent": m.parent,
@@ -490,6 +491,7 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         m.version
     );
     println!("created: {} by {}", m.created, m.tool);
+    println!("sha256:  {} (manifest.json)", image.manifest_sha256());
     println!(
         "source:  {}, {}, {} table, {}-byte sectors{}{}",
         m.source.path,

@@ -18,6 +18,7 @@ use crate::fs::{Extents, FsInfo, FsKind};
 use crate::image::format::{StreamCursor, BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
 use crate::image::manifest::{
     GptInfo, Manifest, Mode, PartEntry, StreamInfo, TableInfo, FORMAT_NAME, MANIFEST_FILE,
+    MANIFEST_SHA_FILE,
 };
 use crate::image::writer::{encode_block_owned, write_small, StreamWriter};
 
@@ -311,6 +312,13 @@ fn save_into(
     // Every volume, map and index is synced; the manifest comes last and makes it complete.
     sync_dir(Some(dir));
     write_small(dir, MANIFEST_FILE, &json)?;
+    // A detached checksum in sha256sum's format, to check or to keep elsewhere.
+    let digest = crate::image::writer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&json));
+    write_small(
+        dir,
+        MANIFEST_SHA_FILE,
+        format!("{digest}  {MANIFEST_FILE}\n").as_bytes(),
+    )?;
     sync_dir(Some(dir));
     let image_bytes = manifest.streams.iter().map(|s| s.image_bytes).sum();
     Ok(SaveReport {

@@ -11,9 +11,12 @@ use crate::image::format::{
     RECORD_HEADER_LEN, VERSION,
 };
 use crate::image::manifest::{
-    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE, MANIFEST_SHA_FILE,
+    MAX_MANIFEST_BYTES,
 };
+use crate::image::writer::hex;
 use crate::image::ImageError;
+use sha2::{Digest, Sha256};
 
 /// An opened image whose manifest parsed.
 #[derive(Debug)]
@@ -100,7 +103,32 @@ impl Image {
             });
         }
         let bytes = read_file_limited(&mpath, MAX_MANIFEST_BYTES)?;
-        Image::parse(dir, &bytes)
+        let image = Image::parse(dir, &bytes)?;
+        let spath = dir.join(MANIFEST_SHA_FILE);
+        let line = read_file_limited(&spath, 4096)?;
+        let want = String::from_utf8_lossy(&line)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let have = hex(&Sha256::digest(&bytes));
+        if want != have {
+            return Err(corrupt(
+                &mpath,
+                format!(
+                    "SHA-256 {have}, {MANIFEST_SHA_FILE} says {want}: the manifest was altered"
+                ),
+            ));
+        }
+        Ok(image)
+    }
+
+    /// SHA-256 of the manifest as recorded in `manifest.sha256`.
+    pub fn manifest_sha256(&self) -> String {
+        std::fs::read_to_string(self.dir.join(MANIFEST_SHA_FILE))
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Parses and checks manifest bytes as if read from `dir/manifest.json` (no other file is
@@ -318,6 +346,13 @@ fn check_ref(path: &Path, r: &FileRef, bytes: &[u8]) -> Result<(), ImageError> {
             format!("CRC32 {crc:#010x}, the manifest says {:#010x}", r.crc32),
         ));
     }
+    let sha = hex(&Sha256::digest(bytes));
+    if sha != r.sha256 {
+        return Err(corrupt(
+            path,
+            format!("SHA-256 {sha}, the manifest says {}", r.sha256),
+        ));
+    }
     Ok(())
 }
 
@@ -334,13 +369,22 @@ pub struct RawBlock {
     pub file: PathBuf,
 }
 
+/// The volume being read: index, reader, path, bytes read, running checksums.
+type OpenVolume = (
+    usize,
+    BufReader<File>,
+    PathBuf,
+    u64,
+    (crc32fast::Hasher, Sha256),
+);
+
 /// Reads a stream's blocks in order, checking each record header against the index and each
 /// volume's whole-file CRC32 at its end.
 pub struct BlockStream<'a> {
     dir: &'a Path,
     stream: &'a LoadedStream,
     next: usize,
-    volume: Option<(usize, BufReader<File>, PathBuf, u64, crc32fast::Hasher)>,
+    volume: Option<OpenVolume>,
 }
 
 impl<'a> BlockStream<'a> {
@@ -355,18 +399,29 @@ impl<'a> BlockStream<'a> {
     }
 
     fn finish_volume(&mut self) -> Result<(), ImageError> {
-        if let Some((vi, _, path, pos, hasher)) = self.volume.take() {
+        if let Some((vi, _, path, pos, (crc, sha))) = self.volume.take() {
             let r = &self.stream.info.volumes[vi];
             if pos != r.size {
                 return Err(corrupt(&path, format!("read {pos} bytes of {}", r.size)));
             }
-            let crc = hasher.finalize();
+            let crc = crc.finalize();
             if crc != r.crc32 {
                 return Err(corrupt(
                     &path,
                     format!(
                         "whole-volume CRC32 {crc:#010x}, the manifest says {:#010x}",
                         r.crc32
+                    ),
+                ));
+            }
+            let sha = hex(&sha.finalize());
+            if sha != r.sha256 {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "whole-volume SHA-256 {sha}, the manifest says {}: the volume was \
+                         altered or swapped",
+                        r.sha256
                     ),
                 ));
             }
@@ -409,7 +464,7 @@ impl<'a> BlockStream<'a> {
                 BufReader::with_capacity(4 << 20, f),
                 path,
                 0,
-                crc32fast::Hasher::new(),
+                (crc32fast::Hasher::new(), Sha256::new()),
             ));
         }
         let Some((_, reader, path, pos, hasher)) = self.volume.as_mut() else {
@@ -428,7 +483,8 @@ impl<'a> BlockStream<'a> {
         reader
             .read_exact(&mut h)
             .map_err(|e| bad(format!("reading the record header: {e}"), path))?;
-        hasher.update(&h);
+        hasher.0.update(&h);
+        hasher.1.update(h);
         *pos += RECORD_HEADER_LEN as u64;
         let rec = RecordHeader::decode(&h, entry.offset).map_err(|e| bad(e.to_string(), path))?;
         if rec.block != block
@@ -450,7 +506,8 @@ impl<'a> BlockStream<'a> {
         reader
             .read_exact(&mut payload)
             .map_err(|e| bad(format!("reading the payload: {e}"), path))?;
-        hasher.update(&payload);
+        hasher.0.update(&payload);
+        hasher.1.update(&payload);
         *pos += u64::from(entry.stored_len);
         Ok(Some(RawBlock {
             block,

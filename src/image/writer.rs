@@ -11,6 +11,12 @@ use crate::image::format::{
 };
 use crate::image::manifest::{FileRef, StreamInfo};
 use crate::image::ImageError;
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A block ready to be written.
 #[derive(Debug)]
@@ -83,6 +89,7 @@ struct Volume {
     /// Bytes handed to the kernel for writeback so far.
     flushed: u64,
     hasher: crc32fast::Hasher,
+    sha: Sha256,
 }
 
 /// Writeback is started every this many bytes, so the final fsync has little left to do and
@@ -153,6 +160,7 @@ impl StreamWriter {
             written: 0,
             flushed: 0,
             hasher: crc32fast::Hasher::new(),
+            sha: Sha256::new(),
         });
         Ok(())
     }
@@ -174,6 +182,7 @@ impl StreamWriter {
                 file: v.name,
                 size: v.written,
                 crc32: v.hasher.finalize(),
+                sha256: hex(&v.sha.finalize()),
             });
         }
         Ok(())
@@ -225,6 +234,8 @@ impl StreamWriter {
             .map_err(|e| write_err(&v.path, offset, e, remaining))?;
         v.hasher.update(&header);
         v.hasher.update(&enc.payload);
+        v.sha.update(header);
+        v.sha.update(&enc.payload);
         v.written += rec_len;
         let in_file = v.written - v.out.buffer().len() as u64;
         if in_file >= v.flushed + WRITEBACK_EVERY {
@@ -293,6 +304,7 @@ pub fn write_small(dir: &Path, name: &str, data: &[u8]) -> Result<FileRef, Image
         file: name.to_string(),
         size: data.len() as u64,
         crc32: crc32fast::hash(data),
+        sha256: hex(&Sha256::digest(data)),
     })
 }
 

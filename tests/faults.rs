@@ -1,0 +1,236 @@
+//! Faults and bad input: a killed or interrupted save never leaves an image that calls itself
+//! complete; a full repository is a clear error, not a hang; a tampered manifest is caught; two
+//! jobs never write one target.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{bin, fc_ok, fc_run, root, sh, tempdir};
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The small Windows-style fixture (built by tests/imaging.rs's cache or here).
+fn windows256() -> PathBuf {
+    let r = root();
+    let dir = r.join("target/test-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = sh(&format!(
+        "cat '{0}/scripts/mkdisk.sh' '{0}/scripts/lib-loop.sh' | sha256sum | cut -c1-12",
+        r.display()
+    ));
+    let path = dir.join(format!("windows-256-{}.img", hash.trim()));
+    if !path.exists() {
+        let tmp = dir.join(format!("faults-{}.tmp", std::process::id()));
+        sh(&format!(
+            "'{}/scripts/mkdisk.sh' windows '{}' 256",
+            r.display(),
+            tmp.display()
+        ));
+        // Another test may have made it meanwhile: either copy is the same disk.
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    path
+}
+
+#[test]
+fn a_tampered_manifest_is_caught_by_its_sha256() {
+    let dir = tempdir();
+    let img = dir.path().join("img");
+    fc_ok(&["save", s(&windows256()), s(&img), "--no-verify"]);
+    // Every recorded SHA-256 is the file's real one (sha256sum agrees).
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(img.join("manifest.json")).unwrap()).unwrap();
+    for st in m["streams"].as_array().unwrap() {
+        for v in st["volumes"].as_array().unwrap() {
+            let f = img.join(v["file"].as_str().unwrap());
+            let sum = sh(&format!("sha256sum '{}' | cut -d' ' -f1", f.display()));
+            assert_eq!(sum.trim(), v["sha256"].as_str().unwrap());
+        }
+    }
+    sh(&format!(
+        "cd '{}' && sha256sum -c --quiet manifest.sha256",
+        img.display()
+    ));
+    // A valid JSON edit (a different creation time) is still caught.
+    sh(&format!(
+        "sed -i 's/\"created\": \"[^\"]*\"/\"created\": \"2000-01-01T00:00:00Z\"/' '{}'",
+        img.join("manifest.json").display()
+    ));
+    let (code, _, err) = fc_run(&["verify", s(&img)]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("manifest was altered"), "{err}");
+}
+
+#[test]
+fn kill_9_at_twenty_points_never_leaves_an_image_that_claims_to_be_complete() {
+    let src = windows256();
+    let dir = tempdir();
+    // How long a whole save takes here, to spread the kills over it.
+    let t0 = Instant::now();
+    fc_ok(&[
+        "save",
+        s(&src),
+        s(&dir.path().join("probe")),
+        "--split",
+        "4M",
+        "--no-verify",
+    ]);
+    let full = t0.elapsed();
+    let mut complete = 0;
+    for i in 0..20u32 {
+        let img = dir.path().join(format!("img{i}"));
+        let mut child = Command::new(bin())
+            .args(["save", s(&src), s(&img), "--split", "4M", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full * i / 20);
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let partial = dir.path().join(format!("img{i}.partial"));
+        if img.exists() {
+            // Complete: it must verify.
+            let (code, _, err) = fc_run(&["verify", s(&img)]);
+            assert_eq!(
+                code, 0,
+                "kill {i}: an image that exists does not verify: {err}"
+            );
+            complete += 1;
+        } else {
+            // Incomplete: never restorable, reported as such, removable.
+            let (code, out, err) = fc_run(&["info", s(&img), "--json"]);
+            assert_ne!(code, 0);
+            assert!(out.contains("\"complete\":false"), "{out}");
+            if partial.exists() {
+                assert!(err.contains("did not finish"), "kill {i}: {err}");
+                let (code, _, err) =
+                    fc_run(&["restore", s(&partial), s(&dir.path().join("t.img"))]);
+                assert_ne!(code, 0);
+                assert!(err.contains("incomplete"), "{err}");
+                std::fs::remove_dir_all(&partial).unwrap();
+            }
+        }
+    }
+    eprintln!("{complete} of 20 killed saves had completed");
+}
+
+#[test]
+fn sigint_stops_a_save_cleanly_with_exit_130() {
+    let src = windows256();
+    let dir = tempdir();
+    let img = dir.path().join("img");
+    // Throttle by saving raw from a slow pipe? A raw save of 256 MiB takes long enough here;
+    // send SIGINT as soon as the partial directory appears.
+    let child = Command::new(bin())
+        .args([
+            "save",
+            s(&src),
+            s(&img),
+            "--raw",
+            "--split",
+            "8M",
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = dir.path().join("img.partial");
+    let t0 = Instant::now();
+    while !partial.join("p1.000").exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    sh(&format!("kill -INT {}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() == Some(0) {
+        // Finished before the signal landed: then it must be a good image.
+        fc_ok(&["verify", s(&img)]);
+        return;
+    }
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        !img.exists() && !partial.exists(),
+        "the partial image was left behind"
+    );
+}
+
+/// A small filesystem mounted on a loop device this test made; unmounted and detached on drop.
+struct SmallRepo {
+    mnt: PathBuf,
+    dev: String,
+}
+
+impl SmallRepo {
+    fn new(dir: &Path, mib: u32) -> SmallRepo {
+        let file = dir.join("repo.img");
+        sh(&format!(
+            "truncate -s {mib}M '{0}' && mkfs.ext4 -q -m 0 '{0}'",
+            file.display()
+        ));
+        let dev = sh(&format!("losetup -f --show '{}'", file.display()))
+            .trim()
+            .to_string();
+        let mnt = dir.join("repo");
+        std::fs::create_dir(&mnt).unwrap();
+        sh(&format!("mount {dev} '{}'", mnt.display()));
+        SmallRepo { mnt, dev }
+    }
+}
+
+impl Drop for SmallRepo {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+    }
+}
+
+#[test]
+fn a_full_repository_is_a_clear_error_within_seconds_and_leaves_nothing() {
+    let src = windows256();
+    let dir = tempdir();
+    let repo = SmallRepo::new(dir.path(), 24);
+    let img = repo.mnt.join("img");
+    let t0 = Instant::now();
+    let (code, _, err) = fc_run(&["save", s(&src), s(&img), "--raw"]);
+    let took = t0.elapsed();
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("repository full") && err.contains("free"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(
+        !img.exists() && !repo.mnt.join("img.partial").exists(),
+        "partial image left"
+    );
+}
+
+#[test]
+fn a_second_job_on_the_same_target_is_refused() {
+    let src = windows256();
+    let dir = tempdir();
+    let img = dir.path().join("img");
+    fc_ok(&["save", s(&src), s(&img), "--no-verify"]);
+    let target = dir.path().join("t.img");
+    fc_ok(&["restore", s(&img), s(&target)]);
+    // Another job holds the target (flock, as a running restore does).
+    let mut holder = Command::new("flock")
+        .args(["-x", s(&target), "sleep", "30"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = crate::common::sha256_file(&target);
+    let (code, _, err) = fc_run(&["restore", s(&img), s(&target), "--yes"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("another job"), "{err}");
+    assert_eq!(before, crate::common::sha256_file(&target));
+}
