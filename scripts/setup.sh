@@ -11,6 +11,7 @@ PACKAGES=(
     partclone                                # cross-check of used-block counts
     zstd lz4 openssl python3                 # fixture data and peers
     tmux                                     # the TUI end-to-end test
+    python3-fusepy fuse3                     # the failing-disk FUSE server of the fault tests
 )
 
 missing=()

@@ -234,3 +234,172 @@ fn a_second_job_on_the_same_target_is_refused() {
     assert!(err.contains("another job"), "{err}");
     assert_eq!(before, crate::common::sha256_file(&target));
 }
+
+/// A disk served by tests/tools/faulty_disk.py (FUSE): reads or writes touching the given
+/// ranges fail with EIO. Unmounted on drop.
+struct FaultyDisk {
+    mnt: PathBuf,
+    child: std::process::Child,
+}
+
+impl FaultyDisk {
+    fn new(
+        dir: &Path,
+        backing: &Path,
+        bad_reads: &[(u64, u64)],
+        bad_writes: &[(u64, u64)],
+    ) -> FaultyDisk {
+        let mnt = dir.join("faulty");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(root().join("tests/tools/faulty_disk.py"))
+            .arg(backing)
+            .arg(&mnt);
+        for (s, l) in bad_reads {
+            cmd.arg("--bad-read").arg(format!("{s}:{l}"));
+        }
+        for (s, l) in bad_writes {
+            cmd.arg("--bad-write").arg(format!("{s}:{l}"));
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start faulty_disk.py");
+        let t0 = Instant::now();
+        while !mnt.join("disk.img").exists() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "faulty disk did not appear"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FaultyDisk { mnt, child }
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.mnt.join("disk.img")
+    }
+}
+
+impl Drop for FaultyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The used extents of stream `name` of an image, as disk byte ranges (reads the .map file).
+fn used_extents(img: &Path, name: &str, base: u64) -> Vec<(u64, u64)> {
+    let b = std::fs::read(img.join(format!("{name}.map"))).unwrap();
+    let n = u64::from_le_bytes(b[8..16].try_into().unwrap()) as usize;
+    (0..n)
+        .map(|i| {
+            let at = 24 + i * 16;
+            let s = u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
+            let l = u64::from_le_bytes(b[at + 8..at + 16].try_into().unwrap());
+            (base + s, l)
+        })
+        .collect()
+}
+
+#[test]
+fn unreadable_sectors_stop_a_save_or_are_rescued_and_recorded() {
+    let src = windows256();
+    let dir = tempdir();
+    let good = dir.path().join("good");
+    fc_ok(&["save", s(&src), s(&good), "--no-verify"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&fc_ok(&["info", s(&good), "--json"])).unwrap();
+    let p3 = info["source"]["partitions"].as_array().unwrap()[2]["start_bytes"]
+        .as_u64()
+        .unwrap();
+    // Two bad places inside data the save must read: 8 KiB in one C: extent, one sector in another.
+    let ext: Vec<(u64, u64)> = used_extents(&good, "p3", p3)
+        .into_iter()
+        .filter(|e| e.1 >= 64 << 10)
+        .collect();
+    assert!(ext.len() >= 4, "{ext:?}");
+    let bad = [
+        (ext[1].0 + 8192, 8192),
+        (ext[ext.len() / 2].0 + 4096 + 512, 512),
+    ];
+    let fd = FaultyDisk::new(dir.path(), &src, &bad, &[]);
+    let disk = fd.disk();
+
+    // Without --rescue: stop, name the device and the byte offset, leave nothing.
+    let img = dir.path().join("img");
+    let (code, _, err) = fc_run(&["save", s(&disk), s(&img)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(s(&disk)) && err.contains("at byte 0x"),
+        "{err}"
+    );
+    assert!(err.contains("--rescue"), "{err}");
+    assert!(!img.exists() && !dir.path().join("img.partial").exists());
+
+    // With --rescue: finish, exit 4, record exactly the unreadable sectors.
+    let (code, out, err) = fc_run(&["save", s(&disk), s(&img), "--rescue"]);
+    assert_eq!(code, 4, "{out}{err}");
+    let j: serde_json::Value = serde_json::from_str(&fc_ok(&["info", s(&img), "--json"])).unwrap();
+    let got: Vec<(u64, u64)> = j["bad_ranges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["offset"].as_u64().unwrap(), b["length"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, bad.to_vec());
+    assert!(fc_ok(&["info", s(&img)]).contains("unreadable at save"));
+    let v = fc_ok(&["verify", s(&img)]);
+    assert!(v.contains("were unreadable at save"), "{v}");
+    drop(fd);
+
+    // Restored: zeros exactly there, everything else as the good image restores it.
+    let a = dir.path().join("a.img");
+    let b = dir.path().join("b.img");
+    fc_ok(&["restore", s(&good), s(&a)]);
+    fc_ok(&["restore", s(&img), s(&b)]);
+    let diff = sh(&format!(
+        "cmp -l '{}' '{}' | awk '{{print $1 - 1, $3}}' || true",
+        a.display(),
+        b.display()
+    ));
+    for line in diff.lines() {
+        let mut f = line.split_whitespace();
+        let off: u64 = f.next().unwrap().parse().unwrap();
+        let byte = f.next().unwrap();
+        assert!(
+            bad.iter().any(|&(s, l)| off >= s && off < s + l),
+            "difference outside the bad ranges at {off}"
+        );
+        assert_eq!(byte, "0", "a rescued byte is not zero at {off}");
+    }
+}
+
+#[test]
+fn a_write_error_on_the_target_stops_the_restore_and_names_the_offset() {
+    let src = windows256();
+    let dir = tempdir();
+    let img = dir.path().join("img");
+    fc_ok(&["save", s(&src), s(&img), "--no-verify"]);
+    let backing = dir.path().join("target.img");
+    crate::common::pattern_file(&backing, std::fs::metadata(&src).unwrap().len(), 0x11);
+    let info: serde_json::Value =
+        serde_json::from_str(&fc_ok(&["info", s(&img), "--json"])).unwrap();
+    let p3 = info["source"]["partitions"].as_array().unwrap()[2]["start_bytes"]
+        .as_u64()
+        .unwrap();
+    let ext = used_extents(&img, "p3", p3);
+    let big = ext
+        .iter()
+        .find(|e| e.1 >= 64 << 10)
+        .expect("a 64 KiB extent in C:");
+    let bad_at = big.0 + 8192;
+    let fd = FaultyDisk::new(dir.path(), &backing, &[], &[(bad_at, 4096)]);
+    let (code, _, err) = fc_run(&["restore", s(&img), s(&fd.disk()), "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("writing") && err.contains("at byte 0x") && err.contains("inconsistent"),
+        "{err}"
+    );
+}

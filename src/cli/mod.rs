@@ -228,9 +228,6 @@ pub fn run(cli: Cli) -> Result<Exit> {
         Command::List { json } => list(json),
         Command::Inspect { source, json } => inspect(&source, json),
         Command::Save(a) => {
-            if a.rescue {
-                bail!("--rescue is not available yet");
-            }
             let volume_size = a.split.unwrap_or(crate::image::format::DEFAULT_VOLUME_SIZE);
             if volume_size < MIN_VOLUME_SIZE {
                 bail!(UsageError(format!(
@@ -244,6 +241,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 volume_size,
                 verify: !a.no_verify,
                 threads,
+                rescue: a.rescue,
                 ..SavePlan::new(&a.source, &a.image)
             };
             let t0 = Instant::now();
@@ -262,6 +260,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 human_bytes((r.read_bytes as f64 / secs.max(0.001)) as u64),
                 if plan.verify { ", verified" } else { "" }
             );
+            let bad = &r.manifest.bad_ranges;
+            if !bad.is_empty() {
+                let bytes: u64 = bad.iter().map(|b| b.length).sum();
+                println!(
+                    "{} unreadable ranges ({bytes} bytes) were stored as zeros; `ferroclone info` lists them",
+                    bad.len()
+                );
+                return Ok(Exit::Rescued);
+            }
             Ok(Exit::Ok)
         }
         Command::Restore(a) => {
@@ -320,6 +327,12 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 },
                 t0.elapsed().as_secs_f64()
             );
+            for b in &r.bad_ranges {
+                println!(
+                    "note: {} bytes at source byte {:#x} ({}) were unreadable at save and are zeros",
+                    b.length, b.offset, b.stream
+                );
+            }
             Ok(Exit::Ok)
         }
         Command::Info { image, json } => info(&image, json),
@@ -481,6 +494,7 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
             "source": m.source,
             "partitions": parts,
             "parent": m.parent,
+            "bad_ranges": m.bad_ranges,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
@@ -533,5 +547,11 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
     let total: u64 = m.streams.iter().map(|s| s.image_bytes).sum();
     let vols: usize = m.streams.iter().map(|s| s.volumes.len()).sum();
     println!("total:   {} in {vols} volumes", human_bytes(total));
+    for b in &m.bad_ranges {
+        println!(
+            "unreadable at save, stored as zeros: {} bytes at source byte {:#x} ({})",
+            b.length, b.offset, b.stream
+        );
+    }
     Ok(Exit::Ok)
 }

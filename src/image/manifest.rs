@@ -195,6 +195,20 @@ pub struct Manifest {
     pub streams: Vec<StreamInfo>,
     /// Parent image for incrementals (not yet used).
     pub parent: Option<String>,
+    /// Source ranges that could not be read (`save --rescue`): stored as zeros.
+    #[serde(default)]
+    pub bad_ranges: Vec<BadRange>,
+}
+
+/// A range of the source disk that could not be read and was stored as zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRange {
+    /// Stream it belongs to (`disk`, `p3`).
+    pub stream: String,
+    /// First byte on the source disk.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
 }
 
 impl Manifest {
