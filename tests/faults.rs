@@ -403,3 +403,68 @@ fn a_write_error_on_the_target_stops_the_restore_and_names_the_offset() {
         "{err}"
     );
 }
+
+#[test]
+fn partitions_beyond_the_disk_or_overlapping_are_refused_with_their_number() {
+    let dir = tempdir();
+    // A partition that ends past the end of the disk (the file was cut short).
+    let d = dir.path().join("cut.img");
+    sh(&format!(
+        "truncate -s 64M '{0}' && printf 'label: dos\\nstart=2048, size=100000, type=83\\n' | sfdisk -q '{0}' && truncate -s 32M '{0}'",
+        d.display()
+    ));
+    for cmd in [
+        vec!["inspect", s(&d)],
+        vec!["save", s(&d), s(&dir.path().join("i1"))],
+    ] {
+        let (code, _, err) = fc_run(&cmd);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("partition 1") && err.contains("beyond the end of the disk"),
+            "{err}"
+        );
+    }
+    // Two MBR entries that overlap (written by hand: sfdisk refuses to make them).
+    let o = dir.path().join("overlap.img");
+    sh(&format!(
+        "truncate -s 64M '{0}' && printf 'label: dos\\nstart=2048, size=40000, type=83\\nstart=50000, size=40000, type=83\\n' | sfdisk -q '{0}' \
+         && printf '\\x20\\x4e\\x00\\x00' | dd of='{0}' bs=1 seek=$((446 + 16 + 8)) conv=notrunc status=none",
+        o.display()
+    ));
+    let (code, _, err) = fc_run(&["save", s(&o), s(&dir.path().join("i2"))]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("partition 2") && err.contains("overlaps partition 1"),
+        "{err}"
+    );
+    assert!(!dir.path().join("i2").exists() && !dir.path().join("i2.partial").exists());
+}
+
+#[test]
+fn a_foreign_manifest_is_refused_before_writing() {
+    let dir = tempdir();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    fc_ok(&["save", s(&windows256()), s(&a), "--no-verify"]);
+    let other = dir.path().join("other.img");
+    sh(&format!(
+        "truncate -s 64M '{0}' && mkfs.ext4 -q '{0}'",
+        other.display()
+    ));
+    fc_ok(&["save", s(&other), s(&b), "--no-verify"]);
+    for f in ["manifest.json", "manifest.sha256"] {
+        std::fs::copy(a.join(f), b.join(f)).unwrap();
+    }
+    let target = dir.path().join("t.img");
+    crate::common::pattern_file(&target, 256 << 20, 0x42);
+    let before = crate::common::sha256_file(&target);
+    let (code, _, err) = fc_run(&["restore", s(&b), s(&target), "--yes"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("missing") || err.contains("manifest says"),
+        "{err}"
+    );
+    assert_eq!(before, crate::common::sha256_file(&target));
+    let (code, _, _) = fc_run(&["verify", s(&b)]);
+    assert_eq!(code, 3);
+}
