@@ -571,11 +571,11 @@ fn up_down(cursor: &mut usize, len: usize, k: &KeyEvent) -> bool {
     true
 }
 
-/// A partition in one aligned line: `ntfs    Windows           168.0 MiB,   73.7 MiB used`.
+/// A partition in one aligned line: `ntfs    Windows         168.0 MiB,   73.7 MiB used`.
 fn part_about(fs: &str, label: &str, size: u64, bytes: u64, what: &str) -> String {
-    let label: String = label.chars().take(18).collect();
+    let label: String = label.chars().take(16).collect();
     format!(
-        "{fs:<7} {label:<18} {:>10}, {:>10} {what}",
+        "{fs:<7} {label:<16} {:>10}, {:>10} {what}",
         human_bytes(size),
         human_bytes(bytes)
     )
@@ -765,6 +765,8 @@ impl App {
 
     fn scan_disks(&mut self) -> Vec<Effect> {
         self.busy = Some("Scanning the disks...".into());
+        // Never show (or let anyone pick from) a list that may be out of date.
+        self.disks.clear();
         let repo = match self.flow {
             Flow::Save => (!self.repo_input.is_empty()).then(|| PathBuf::from(&self.repo_input)),
             _ => self.current_repo().map(|r| r.path.clone()),

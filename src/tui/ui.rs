@@ -6,7 +6,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{
-    Block, Borders, Cell, Clear, Padding, Paragraph, Row, Table, TableState, Wrap,
+    Block, Borders, Cell, Clear, HighlightSpacing, Padding, Paragraph, Row, Table, TableState, Wrap,
 };
 use ratatui::Frame;
 
@@ -33,7 +33,7 @@ const SEGMENT_COLOURS: [Color; 6] = [
 pub fn render(app: &App, f: &mut Frame) {
     let area = f.area();
     let notice_h = match &app.notice {
-        Some(n) if n.text.len() + 2 > usize::from(area.width) => 2,
+        Some(n) if n.text.chars().count() + 2 > usize::from(area.width) => 2,
         Some(_) => 1,
         None => 0,
     };
@@ -59,7 +59,9 @@ pub fn render(app: &App, f: &mut Frame) {
     if let Some(n) = &app.notice {
         let style = if n.error { DANGER } else { WARN };
         f.render_widget(
-            Paragraph::new(Span::styled(format!(" {}", n.text), style)).wrap(Wrap { trim: false }),
+            Paragraph::new(Span::styled(n.text.as_str(), style))
+                .wrap(Wrap { trim: false })
+                .block(Block::new().padding(Padding::horizontal(1))),
             notice,
         );
     }
@@ -107,7 +109,7 @@ pub fn render(app: &App, f: &mut Frame) {
 
 fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'_>>, style: Style) {
     let w = area.width.saturating_sub(4).min(64);
-    let inner_w = w.saturating_sub(2).max(1);
+    let inner_w = w.saturating_sub(4).max(1);
     let text_h: u16 = lines
         .iter()
         .map(|l| (l.width() as u16).div_ceil(inner_w).max(1))
@@ -124,7 +126,8 @@ fn popup(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'_>>, style: St
         Paragraph::new(lines).wrap(Wrap { trim: true }).block(
             Block::bordered()
                 .title(format!(" {title} "))
-                .border_style(style),
+                .border_style(style)
+                .padding(Padding::horizontal(1)),
         ),
         r,
     );
@@ -242,7 +245,8 @@ fn render_start(app: &App, f: &mut Frame, area: Rect) {
         .iter()
         .enumerate()
         .map(|(i, item)| {
-            let mut spans = vec![Span::raw(format!(" {}  {}", i + 1, item.label()))];
+            let mark = if i == app.menu { '>' } else { ' ' };
+            let mut spans = vec![Span::raw(format!("{mark}{}  {}", i + 1, item.label()))];
             if *item == crate::tui::app::MenuItem::Clone {
                 spans.push(Span::styled("  (not available yet)", DIM));
             }
@@ -330,7 +334,7 @@ fn render_disks(app: &App, f: &mut Frame, area: Rect) {
         Flow::Save => "Choose the disk to save",
         _ => "Choose the disk to write the image onto",
     };
-    let rows_h = (app.disks.len() as u16 + 3).clamp(4, area.height / 2);
+    let rows_h = (app.disks.len() as u16 + 3).min(area.height / 2).max(4);
     let [list, detail] =
         Layout::vertical([Constraint::Length(rows_h), Constraint::Min(6)]).areas(area);
     let wide = area.width >= 120;
@@ -338,8 +342,8 @@ fn render_disks(app: &App, f: &mut Frame, area: Rect) {
     let widths = [
         Constraint::Length(path_w),
         Constraint::Length(10),
-        Constraint::Length(if wide { 24 } else { 14 }),
-        Constraint::Length(if wide { 20 } else { 10 }),
+        Constraint::Length(if wide { 24 } else { 13 }),
+        Constraint::Length(if wide { 20 } else { 9 }),
         Constraint::Length(6),
         Constraint::Length(3),
         Constraint::Min(8),
@@ -370,6 +374,8 @@ fn render_disks(app: &App, f: &mut Frame, area: Rect) {
     let table = Table::new(rows, widths)
         .header(header)
         .row_highlight_style(SELECTED)
+        .highlight_symbol(">")
+        .highlight_spacing(HighlightSpacing::Always)
         .column_spacing(1)
         .block(block(title));
     let mut state = TableState::default().with_selected(Some(app.disk_cursor));
@@ -424,7 +430,11 @@ fn render_disk_detail(app: &App, d: &DiskInfo, f: &mut Frame, area: Rect) {
             extra.push(Line::styled(format!("Table: {e}"), WARN));
         }
     }
-    let extra_h = (extra.len() as u16).min(inner.height.saturating_sub(3));
+    let extra_h = extra
+        .iter()
+        .map(|l| (l.width() as u16).div_ceil(inner.width.max(1)).max(1))
+        .sum::<u16>()
+        .min(inner.height.saturating_sub(3));
     let [bar, table_area, extra_area] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(2),
@@ -667,7 +677,9 @@ fn render_images(app: &App, f: &mut Frame, area: Rect) {
         .current_repo()
         .map(|r| r.images.as_slice())
         .unwrap_or(&[]);
-    let rows_h = (images.len() as u16 + 3).clamp(4, area.height.saturating_sub(6));
+    let rows_h = (images.len() as u16 + 3)
+        .min(area.height.saturating_sub(6))
+        .max(4);
     let [list, detail] =
         Layout::vertical([Constraint::Length(rows_h), Constraint::Min(5)]).areas(area);
     let wide = area.width >= 120;
@@ -716,6 +728,8 @@ fn render_images(app: &App, f: &mut Frame, area: Rect) {
     )
     .header(Row::new(["IMAGE", "DATE (UTC)", "SOURCE", "      SIZE", "STATUS"]).style(HEADER))
     .row_highlight_style(SELECTED)
+    .highlight_symbol(">")
+    .highlight_spacing(HighlightSpacing::Always)
     .block(block(&title));
     let mut state = TableState::default().with_selected(Some(app.image_cursor));
     f.render_stateful_widget(table, list, &mut state);
@@ -766,7 +780,7 @@ fn render_options(app: &App, f: &mut Frame, area: Rect) {
     let focus = fields.get(app.options.focus).copied();
     let o = &app.options;
     let mut lines = Vec::new();
-    let label_w = 14;
+    let label_w = 12;
     let pad = |s: &str| format!("{s:<label_w$}");
     for (idx, field) in fields.iter().enumerate() {
         let focused = focus == Some(*field);
@@ -857,12 +871,12 @@ fn render_options(app: &App, f: &mut Frame, area: Rect) {
     if app.flow == Flow::Restore {
         lines.push(Line::from(vec![
             Span::styled(pad("Fit"), HEADER),
-            Span::raw(" keep every partition where it is"),
-            Span::styled(" (resizing: not available yet)", DIM),
+            Span::raw(" same layout"),
+            Span::styled(" (resizing partitions is not available yet)", DIM),
         ]));
         lines.push(Line::from(vec![
             Span::styled(pad("New IDs"), HEADER),
-            Span::raw(" no, keep the disk and partition IDs"),
+            Span::raw(" no, keep the disk's and partitions' IDs"),
             Span::styled(" (not available yet)", DIM),
         ]));
         if let (Some(t), Some(i)) = (&app.target, &app.image) {
@@ -1261,6 +1275,7 @@ fn render_result(app: &App, f: &mut Frame, area: Rect) {
             }
             lines.push(Line::from(match op {
                 Flow::Save => "The partial image was removed; no disk was changed.",
+                Flow::Restore if app.progress.op.is_empty() => "Nothing was written to the target.",
                 Flow::Restore => {
                     "The target may hold a partial restore: restore an image onto it before \
                      using it."
