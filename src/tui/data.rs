@@ -272,7 +272,11 @@ pub fn scan_disks(extra: &[PathBuf], repo: Option<&Path>) -> Vec<DiskInfo> {
             holds_repo: false,
             error: None,
         };
-        inspect_into(&mut d);
+        // Loop devices are left unopened: they belong to whoever set them up (and in the
+        // rescue system the root filesystem is one); a disk file is given with --disk instead.
+        if s.transport != "loop" {
+            inspect_into(&mut d);
+        }
         // Asked without the repository so that "mounted" and "holds the repository" stay apart.
         d.in_use = sysfs::target_in_use(&path, None).or_else(|| {
             s.mountpoint
