@@ -6,6 +6,7 @@
 //! - [`image`]: the image format (docs/FORMAT.md), its writer and reader.
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
+//! - [`tui`]: the interactive wizard (ratatui): state, screens, jobs on worker threads.
 //!
 //! Policy: no byte sequence from a disk or an image makes this crate panic, loop forever or
 //! allocate without bound; errors say what and where.
@@ -16,3 +17,4 @@ pub mod disk;
 pub mod engine;
 pub mod fs;
 pub mod image;
+pub mod tui;

@@ -11,3 +11,4 @@ mod fs_fat;
 mod fs_ntfs;
 mod fs_xfs;
 mod imaging;
+mod tui;

@@ -220,8 +220,16 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let threads = cli.threads.unwrap_or_else(default_threads).max(1);
     let printer = Printer::new(cli.quiet);
     let Some(command) = cli.command else {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            return crate::tui::run(crate::tui::TuiArgs {
+                threads,
+                ..Default::default()
+            });
+        }
         bail!(UsageError(
-            "no command given; try `ferroclone --help` (the interactive wizard is not available yet)".into()
+            "no command given; try `ferroclone --help` (on a terminal, `ferroclone` alone opens \
+             the interactive wizard)"
+                .into()
         ));
     };
     match command {
@@ -336,7 +344,20 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Info { image, json } => info(&image, json),
-        Command::Tui { .. } => bail!("the interactive wizard is not available yet"),
+        Command::Tui { disk, repo } => {
+            if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+                bail!(UsageError(
+                    "the wizard needs a terminal on stdin and stdout; use the other commands \
+                     in scripts"
+                        .into()
+                ));
+            }
+            crate::tui::run(crate::tui::TuiArgs {
+                disks: disk,
+                repo,
+                threads,
+            })
+        }
     }
 }
 
