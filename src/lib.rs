@@ -5,6 +5,7 @@
 //! - [`fs`]: filesystem detection and used-block maps.
 //! - [`image`]: the image format (docs/FORMAT.md), its writer and reader.
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
+//! - [`import`]: reading Clonezilla image directories and partclone/ntfsclone images.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
 //!
 //! Policy: no byte sequence from a disk or an image makes this crate panic, loop forever or
@@ -16,3 +17,4 @@ pub mod disk;
 pub mod engine;
 pub mod fs;
 pub mod image;
+pub mod import;
