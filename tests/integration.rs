@@ -10,3 +10,4 @@ mod fs_fat;
 mod fs_ntfs;
 mod fs_xfs;
 mod imaging;
+mod import;

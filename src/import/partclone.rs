@@ -663,7 +663,9 @@ fn hex(b: &[u8]) -> String {
 pub struct DataReader<R> {
     r: R,
     header: Header,
-    runs: std::vec::IntoIter<(u64, u64)>,
+    bitmap: Bitmap,
+    /// Where the search for the next used run goes on.
+    scan: u64,
     /// The run being read: (next block, blocks left).
     current: Option<(u64, u64)>,
     sum: Sum,
@@ -679,18 +681,18 @@ pub struct DataReader<R> {
 impl<R: Read> DataReader<R> {
     /// A reader over the data after the header and bitmap (`pos` = their length). With
     /// `check` off, checksums are read but not compared.
-    pub fn new(r: R, header: Header, bitmap: &Bitmap, pos: u64, check: bool) -> DataReader<R> {
-        let runs: Vec<(u64, u64)> = bitmap.runs().collect();
+    pub fn new(r: R, header: Header, bitmap: Bitmap, pos: u64, check: bool) -> DataReader<R> {
         DataReader {
             r,
             sum: Sum::new(header.checksum),
             header,
-            runs: runs.into_iter(),
+            used: bitmap.used(),
+            bitmap,
+            scan: 0,
             current: None,
             in_strip: 0,
             strips: 0,
             blocks_done: 0,
-            used: bitmap.used(),
             pos,
             finished: false,
             check,
@@ -775,8 +777,16 @@ impl<R: Read> DataReader<R> {
         }
         let (first, left) = match self.current.take() {
             Some(c) => c,
-            None => match self.runs.next() {
-                Some(r) => r,
+            None => match (Runs {
+                map: &self.bitmap,
+                next: self.scan,
+            })
+            .next()
+            {
+                Some(r) => {
+                    self.scan = r.0.saturating_add(r.1);
+                    r
+                }
                 None => {
                     if self.in_strip > 0 {
                         self.check_sum()?;
@@ -1042,7 +1052,7 @@ mod tests {
         let mut r = img;
         let (h, bm, pos) = read_head(&mut r, limit)?;
         let bs = h.block_size as usize;
-        let mut dr = DataReader::new(r, h, &bm, pos, true);
+        let mut dr = DataReader::new(r, h, bm, pos, true);
         let mut out = Vec::new();
         let mut buf = Vec::new();
         while let Some((first, n)) = dr.next_run(5, &mut buf)? {

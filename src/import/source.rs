@@ -197,6 +197,11 @@ enum Inner {
     Partclone {
         r: DataReader<Box<dyn Read + Send>>,
         block: u64,
+        /// NTFS: the boot sector, kept to put its copy at the volume's end (below).
+        ntfs_boot: Option<Vec<u8>>,
+        is_ntfs: bool,
+        /// One past the last byte handed out.
+        end: u64,
     },
     Raw {
         r: Box<dyn Read + Send>,
@@ -254,8 +259,11 @@ pub fn open(p: &CzPart, check: bool) -> Result<PartReader, ImportError> {
                 partclone::read_head(&mut reader, p.size).map_err(|e| w.read_error(0, e))?;
             let block = u64::from(h.block_size);
             Inner::Partclone {
-                r: DataReader::new(reader, h, &bitmap, pos, check),
+                is_ntfs: h.fs == "NTFS",
+                r: DataReader::new(reader, h, bitmap, pos, check),
                 block,
+                ntfs_boot: None,
+                end: 0,
             }
         }
         DataKind::Raw => Inner::Raw { r: reader, pos: 0 },
@@ -316,14 +324,43 @@ impl PartReader {
                     Ok(None)
                 }
             },
-            Inner::Partclone { r, block } => {
+            Inner::Partclone {
+                r,
+                block,
+                ntfs_boot,
+                is_ntfs,
+                end,
+            } => {
                 let max = (CHUNK / *block).max(1);
                 match r.next_run(max, buf) {
-                    Ok(Some((first, _))) => Ok(Some(first * *block)),
+                    Ok(Some((first, _))) => {
+                        let off = first * *block;
+                        if off == 0 && *is_ntfs {
+                            *ntfs_boot = Some(buf[..buf.len().min(4096)].to_vec());
+                        }
+                        *end = off + buf.len() as u64;
+                        Ok(Some(off))
+                    }
                     Ok(None) => {
                         let pos = r.position();
                         r.expect_end().map_err(|e| w().read_error(pos, e))?;
                         self.done = true;
+                        // partclone does not store NTFS's backup boot sector (the sector after
+                        // the volume); a restore puts the copy NTFS keeps there back, as the
+                        // source had it, or ntfsfix and chkdsk call the volume damaged.
+                        if let Some(boot) = ntfs_boot.take() {
+                            if let Some(at) = ntfs_backup_boot(&boot, size) {
+                                if at >= *end {
+                                    let bps =
+                                        usize::from(crate::bytes::le16(&boot, 0x0B).unwrap_or(512));
+                                    if let Some(sector) = boot.get(..bps) {
+                                        buf.clear();
+                                        buf.extend_from_slice(sector);
+                                        return Ok(Some(at));
+                                    }
+                                }
+                            }
+                        }
                         Ok(None)
                     }
                     Err(e) => Err(w().read_error(r.position(), e)),
@@ -440,4 +477,18 @@ impl From<PcError> for ReadError {
     fn from(e: PcError) -> ReadError {
         ReadError::Image(e)
     }
+}
+
+/// Where an NTFS volume's backup boot sector lives (the sector numbered by the boot sector's
+/// total-sectors field), when it fits in a partition of `size` bytes.
+fn ntfs_backup_boot(boot: &[u8], size: u64) -> Option<u64> {
+    if boot.get(3..11) != Some(b"NTFS    ") || boot.get(510..512) != Some(&[0x55, 0xAA]) {
+        return None;
+    }
+    let bps = u64::from(crate::bytes::le16(boot, 0x0B)?);
+    if !(512..=4096).contains(&bps) || !bps.is_power_of_two() || (boot.len() as u64) < bps {
+        return None;
+    }
+    let at = crate::bytes::le64(boot, 0x28)?.checked_mul(bps)?;
+    (at.checked_add(bps)? <= size).then_some(at)
 }
