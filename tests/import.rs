@@ -221,7 +221,7 @@ fn round_trip(kind: &str, opts: &str, checks: &[(u64, &str)]) -> serde_json::Val
     info
 }
 
-fn part<'a>(info: &'a serde_json::Value, n: u64) -> &'a serde_json::Value {
+fn part(info: &serde_json::Value, n: u64) -> &serde_json::Value {
     info["partitions"]
         .as_array()
         .unwrap()

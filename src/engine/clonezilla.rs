@@ -328,10 +328,7 @@ fn convert_into(
 ) -> Result<Manifest> {
     let mut m = cz.manifest();
     let table_bytes: u64 = cz.writes.iter().map(|w| w.1.len()).sum();
-    let total = table_bytes
-        + cz.restorable()
-            .map(|p| CzImage::stored_bytes(p))
-            .sum::<u64>();
+    let total = table_bytes + cz.restorable().map(CzImage::stored_bytes).sum::<u64>();
     progress.event(ProgressEvent::Job {
         op: "convert",
         total,

@@ -1256,7 +1256,7 @@ fn build_ebrs(
             match linked {
                 Some(l) if l >= prev_end && l < e.start => l,
                 _ if grain >= prev_end && grain > ext_lba => grain,
-                _ if e.start - 1 >= prev_end && e.start - 1 > ext_lba => e.start - 1,
+                _ if e.start > prev_end && e.start - 1 > ext_lba => e.start - 1,
                 _ => {
                     return Err(format!(
                         "no room for the EBR of logical partition {} before sector {}",

@@ -13,8 +13,9 @@
 //! | 46 | 4 | offset of the data (10.1; 10.0 images start the data at 50) |
 //!
 //! then commands: `0x00` + a little-endian u64 count skips that many clusters (a gap), `0x01`
-//! + one cluster of data writes the next cluster. Versions before 10 were not endian-safe and
-//! are refused. There is no checksum: damage inside a cluster is not detectable.
+//! + one cluster of data writes the next cluster.
+//!
+//! Versions before 10 were not endian-safe and are refused. There is no checksum: damage inside a cluster is not detectable.
 
 #![deny(
     clippy::arithmetic_side_effects,

@@ -912,6 +912,7 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8], at: u64, what: &str) -> Result<
 /// Builds a partclone image in memory (for tests and the fuzz corpus): format 0002 with the
 /// given checksum mode and strip length, or format 0001 when `v1` is set.
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
 pub fn build_image(
     fs: &str,
     block_size: u32,
@@ -1034,7 +1035,8 @@ pub fn build_image(
     clippy::arithmetic_side_effects,
     clippy::indexing_slicing,
     clippy::unwrap_used,
-    clippy::as_conversions
+    clippy::as_conversions,
+    clippy::panic
 )]
 mod tests {
     use super::*;

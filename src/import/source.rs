@@ -195,7 +195,7 @@ pub fn check_head(pieces: &Pieces, kind: &DataKind, part_size: u64) -> Result<He
 
 enum Inner {
     Partclone {
-        r: DataReader<Box<dyn Read + Send>>,
+        r: Box<DataReader<Box<dyn Read + Send>>>,
         block: u64,
         /// NTFS: the boot sector, kept to put its copy at the volume's end (below).
         ntfs_boot: Option<Vec<u8>>,
@@ -260,7 +260,7 @@ pub fn open(p: &CzPart, check: bool) -> Result<PartReader, ImportError> {
             let block = u64::from(h.block_size);
             Inner::Partclone {
                 is_ntfs: h.fs == "NTFS",
-                r: DataReader::new(reader, h, bitmap, pos, check),
+                r: Box::new(DataReader::new(reader, h, bitmap, pos, check)),
                 block,
                 ntfs_boot: None,
                 end: 0,
