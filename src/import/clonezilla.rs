@@ -1436,4 +1436,267 @@ sector-size: 512
         .unwrap();
         assert!(build_ebrs(&bad, 100, 50, None, (255, 63)).is_err());
     }
+
+    mod dirs {
+        use super::super::*;
+        use crate::import::partclone::{build_image, BitmapMode, ChecksumMode};
+        use crate::import::pieces::Compression;
+        use std::io::Write;
+
+        const BLOCKS: usize = 256;
+
+        fn block(i: u64) -> Vec<u8> {
+            (0..512u32).map(|j| (i as u32 * 31 + j) as u8).collect()
+        }
+
+        fn used() -> Vec<bool> {
+            (0..BLOCKS).map(|i| i % 5 != 3).collect()
+        }
+
+        /// A small but complete Clonezilla directory: MBR disk of 4096 sectors, sda1 at 2048
+        /// holding a partclone image (uncompressed unless `compress` changes it).
+        fn make(mode: ChecksumMode, compress: impl Fn(&[u8]) -> Vec<u8>) -> tempfile::TempDir {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path();
+            std::fs::write(p.join("disk"), "sda\n").unwrap();
+            std::fs::write(p.join("parts"), "sda1\n").unwrap();
+            std::fs::write(
+                p.join("sda-pt.sf"),
+                "label: dos\nlabel-id: 0x00c0ffee\ndevice: /dev/sda\nunit: sectors\nsector-size: 512\n\n/dev/sda1 : start=        2048, size=         256, type=83\n",
+            )
+            .unwrap();
+            std::fs::write(p.join("sda-pt.parted"), "Model: x\nDisk /dev/sda: 4096s\n").unwrap();
+            let mut mbr = vec![0u8; 512];
+            mbr[446 + 4] = 0x83;
+            mbr[446 + 8..446 + 12].copy_from_slice(&2048u32.to_le_bytes());
+            mbr[446 + 12..446 + 16].copy_from_slice(&256u32.to_le_bytes());
+            mbr[510] = 0x55;
+            mbr[511] = 0xAA;
+            std::fs::write(p.join("sda-mbr"), &mbr).unwrap();
+            std::fs::write(p.join("sda-hidden-data-after-mbr"), vec![7u8; 2047 * 512]).unwrap();
+            let img = build_image(
+                "EXTFS",
+                512,
+                &used(),
+                block,
+                mode,
+                16,
+                true,
+                BitmapMode::Bit,
+            );
+            std::fs::write(p.join("sda1.ext4-ptcl-img.gz"), compress(&img)).unwrap();
+            d
+        }
+
+        fn read_back(dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, ImportError> {
+            let cz = CzImage::open(dir)?;
+            let part = cz.part(1).unwrap();
+            let mut r = source::open(part, true)?;
+            let mut out = Vec::new();
+            let mut buf = Vec::new();
+            while let Some(off) = r.next_chunk(&mut buf)? {
+                out.push((off, buf.clone()));
+            }
+            Ok(out)
+        }
+
+        fn expect_data(chunks: &[(u64, Vec<u8>)]) {
+            let mut got = vec![None; BLOCKS];
+            for (off, data) in chunks {
+                for (k, b) in data.chunks(512).enumerate() {
+                    got[*off as usize / 512 + k] = Some(b.to_vec());
+                }
+            }
+            for (i, u) in used().iter().enumerate() {
+                assert_eq!(got[i].is_some(), *u, "block {i}");
+                if *u {
+                    assert_eq!(got[i].as_deref(), Some(&block(i as u64)[..]));
+                }
+            }
+        }
+
+        #[test]
+        fn every_compression_and_checksum_mode_reads_back() {
+            type Comp = fn(&[u8]) -> Vec<u8>;
+            let comps: Vec<(&str, Comp)> = vec![
+                ("uncompressed", |b| b.to_vec()),
+                ("gzip", |b| {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(&b[..b.len() / 2]).unwrap();
+                    let mut out = e.finish().unwrap();
+                    // pigz-style: a second member.
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    e.write_all(&b[b.len() / 2..]).unwrap();
+                    out.extend(e.finish().unwrap());
+                    out
+                }),
+                ("zstd", |b| zstd::encode_all(b, 3).unwrap()),
+                ("lz4", |b| {
+                    let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap()
+                }),
+                ("xz", |b| {
+                    let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap()
+                }),
+                ("lzma", |b| {
+                    let opts = liblzma::stream::LzmaOptions::new_preset(1).unwrap();
+                    let s = liblzma::stream::Stream::new_lzma_encoder(&opts).unwrap();
+                    let mut e = liblzma::write::XzEncoder::new_stream(Vec::new(), s);
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap()
+                }),
+                ("bzip2", |b| {
+                    let mut e =
+                        bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+                    e.write_all(b).unwrap();
+                    e.finish().unwrap()
+                }),
+            ];
+            for (name, comp) in comps {
+                for mode in [
+                    ChecksumMode::None,
+                    ChecksumMode::Crc32,
+                    ChecksumMode::Xxh64,
+                    ChecksumMode::Xxh128,
+                ] {
+                    let d = make(mode, comp);
+                    let cz =
+                        CzImage::open(d.path()).unwrap_or_else(|e| panic!("{name} {mode:?}: {e}"));
+                    let data = cz.part(1).unwrap().data.as_ref().unwrap();
+                    assert_eq!(data.compression.name(), name);
+                    assert_eq!(
+                        data.stored_bytes,
+                        used().iter().filter(|u| **u).count() as u64 * 512
+                    );
+                    expect_data(
+                        &read_back(d.path()).unwrap_or_else(|e| panic!("{name} {mode:?}: {e}")),
+                    );
+                    // The table: sector 0 from -mbr, the hidden sectors, and it reads back.
+                    assert_eq!(cz.writes.len(), 2);
+                    assert_eq!(cz.disk_size, 4096 * 512);
+                }
+            }
+            let _ = Compression::None;
+        }
+
+        #[test]
+        fn damaged_directories_are_refused_with_the_file_named() {
+            let plain = |b: &[u8]| b.to_vec();
+            type Damage = Box<dyn Fn(&Path)>;
+            let cases: Vec<(&str, Damage, &str)> = vec![
+                (
+                    "no mbr",
+                    Box::new(|p: &Path| std::fs::remove_file(p.join("sda-mbr")).unwrap()),
+                    "sda-mbr",
+                ),
+                (
+                    "short mbr",
+                    Box::new(|p: &Path| std::fs::write(p.join("sda-mbr"), [0u8; 100]).unwrap()),
+                    "sda-mbr",
+                ),
+                (
+                    "mbr without 55AA",
+                    Box::new(|p: &Path| std::fs::write(p.join("sda-mbr"), [0u8; 512]).unwrap()),
+                    "sda-mbr",
+                ),
+                (
+                    "dump disagrees",
+                    Box::new(|p: &Path| {
+                        let t = std::fs::read_to_string(p.join("sda-pt.sf"))
+                            .unwrap()
+                            .replace("2048", "2056");
+                        std::fs::write(p.join("sda-pt.sf"), t).unwrap()
+                    }),
+                    "sda-pt.sf",
+                ),
+                (
+                    "garbage dump",
+                    Box::new(|p: &Path| {
+                        std::fs::write(p.join("sda-pt.sf"), "\u{0}\u{1}xx").unwrap()
+                    }),
+                    "sda-pt.sf",
+                ),
+                (
+                    "hidden too big",
+                    Box::new(|p: &Path| {
+                        std::fs::write(p.join("sda-hidden-data-after-mbr"), vec![0u8; 2048 * 512])
+                            .unwrap()
+                    }),
+                    "hidden-data",
+                ),
+                (
+                    "data gone",
+                    Box::new(|p: &Path| {
+                        std::fs::remove_file(p.join("sda1.ext4-ptcl-img.gz")).unwrap()
+                    }),
+                    "sda1",
+                ),
+                (
+                    "data truncated",
+                    Box::new(|p: &Path| {
+                        let f = p.join("sda1.ext4-ptcl-img.gz");
+                        let b = std::fs::read(&f).unwrap();
+                        std::fs::write(&f, &b[..b.len() - 1]).unwrap()
+                    }),
+                    "truncated",
+                ),
+                (
+                    "empty disk file",
+                    Box::new(|p: &Path| std::fs::write(p.join("disk"), "").unwrap()),
+                    "disk",
+                ),
+                (
+                    "lzop",
+                    Box::new(|p: &Path| {
+                        std::fs::write(p.join("sda1.ext4-ptcl-img.gz"), b"\x89LZO\0\r\n").unwrap()
+                    }),
+                    "lzop",
+                ),
+                (
+                    "partimage",
+                    Box::new(|p: &Path| {
+                        std::fs::remove_file(p.join("sda1.ext4-ptcl-img.gz")).unwrap();
+                        std::fs::write(p.join("sda1.aa"), b"x").unwrap()
+                    }),
+                    "partimage",
+                ),
+            ];
+            for (what, damage, needle) in cases {
+                let d = make(ChecksumMode::Crc32, plain);
+                damage(d.path());
+                let e = match read_back(d.path()) {
+                    Ok(_) => panic!("{what}: accepted"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.contains(needle), "{what}: {e}");
+            }
+            // Pieces: .ab missing is named; all present read back as one stream.
+            let d = make(ChecksumMode::Xxh128, plain);
+            let f = d.path().join("sda1.ext4-ptcl-img.gz");
+            let b = std::fs::read(&f).unwrap();
+            std::fs::remove_file(&f).unwrap();
+            for (i, c) in b.chunks(b.len() / 3 + 1).enumerate() {
+                std::fs::write(
+                    d.path().join(format!(
+                        "sda1.ext4-ptcl-img.gz.a{}",
+                        (b'a' + i as u8) as char
+                    )),
+                    c,
+                )
+                .unwrap();
+            }
+            expect_data(&read_back(d.path()).unwrap());
+            std::fs::remove_file(d.path().join("sda1.ext4-ptcl-img.gz.ab")).unwrap();
+            let e = read_back(d.path()).unwrap_err().to_string();
+            assert!(
+                e.contains("sda1.ext4-ptcl-img.gz.ab") && e.contains("missing"),
+                "{e}"
+            );
+        }
+    }
 }

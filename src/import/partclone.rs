@@ -32,6 +32,8 @@ pub const V1_HEADER_LEN: usize = 4160;
 pub const MAX_BLOCK_SIZE: u32 = 64 << 20;
 /// The magic every partclone image starts with (format 0002 adds a NUL).
 pub const MAGIC: &[u8; 15] = b"partclone-image";
+/// The largest bitmap read (1 GiB: 8 Gi blocks in bit mode, 32 TiB of 4 KiB blocks).
+pub const MAX_BITMAP_BYTES: u64 = 1 << 30;
 /// The marker after a byte-per-block bitmap.
 pub const BYTE_BITMAP_MAGIC: &[u8; 8] = b"BiTmAgIc";
 
@@ -426,7 +428,14 @@ pub fn bitmap_len(h: &Header) -> Result<u64, PcError> {
         BitmapMode::Byte => h.total_blocks.checked_add(8),
         BitmapMode::None => Some(0),
     };
-    n.ok_or_else(|| invalid(0, "bitmap size overflows"))
+    let n = n.ok_or_else(|| invalid(0, "bitmap size overflows"))?;
+    if n > MAX_BITMAP_BYTES {
+        return Err(PcError::Unsupported(format!(
+            "a bitmap of {n} bytes ({} blocks); this build reads bitmaps of up to {MAX_BITMAP_BYTES} bytes",
+            h.total_blocks
+        )));
+    }
+    Ok(n)
 }
 
 /// The used-block map: one bit per block.
