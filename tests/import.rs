@@ -441,3 +441,23 @@ fn encrypted_and_multi_disk_images_are_refused_clearly() {
     assert!(err.contains("2 disks"), "{err}");
     assert!(!target.exists());
 }
+
+#[test]
+fn restore_onto_a_larger_disk_moves_the_backup_gpt() {
+    let src = disk("windows", 256);
+    let cz = clonezilla("windows", 256, WINDOWS_OPTS);
+    let dir = tempdir();
+    let target = dir.path().join("big.img");
+    pattern_file(
+        &target,
+        std::fs::metadata(&src).unwrap().len() + (96 << 20),
+        0x5A,
+    );
+    let (code, _, err) = fc_run(&["restore", s(&cz), s(&target), "--yes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("backup GPT"), "{err}");
+    let v = sh(&format!("sgdisk -v '{}'", target.display()));
+    assert!(v.contains("No problems found"), "{v}");
+    assert_eq!(inspect(&src)["partitions"], inspect(&target)["partitions"]);
+    check_partition(&target, 3, "ntfsfix -n");
+}
