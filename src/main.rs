@@ -8,6 +8,7 @@ use ferroclone::engine::progress::request_cancel;
 use ferroclone::engine::verify::Mismatch;
 use ferroclone::engine::Interrupted;
 use ferroclone::image::ImageError;
+use ferroclone::import::ImportError;
 
 extern "C" fn on_sigint(_: libc::c_int) {
     request_cancel();
@@ -38,6 +39,11 @@ fn exit_for(err: &anyhow::Error) -> Exit {
             return Exit::Mismatch;
         }
         if let Some(e) = cause.downcast_ref::<ImageError>() {
+            if e.is_damage() {
+                return Exit::Mismatch;
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<ImportError>() {
             if e.is_damage() {
                 return Exit::Mismatch;
             }

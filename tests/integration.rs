@@ -11,4 +11,5 @@ mod fs_fat;
 mod fs_ntfs;
 mod fs_xfs;
 mod imaging;
+mod import;
 mod tui;

@@ -2,6 +2,7 @@
 //! as events. Nothing here prints.
 
 pub mod blocks;
+pub mod clonezilla;
 pub mod gpt;
 pub mod inspect;
 pub mod progress;

@@ -9,10 +9,11 @@ use anyhow::{bail, Context, Result};
 use crate::disk::table::{read_table, TableKind};
 use crate::disk::{sysfs, BlockDev, FileDisk, Region};
 use crate::engine::blocks::for_each_block;
-use crate::engine::gpt;
 use crate::engine::progress::{Progress, ProgressEvent};
 use crate::engine::save::human_bytes;
+use crate::engine::{clonezilla, gpt};
 use crate::image::reader::{Image, LoadedStream};
+use crate::import::clonezilla::{is_clonezilla_dir, CzImage};
 
 /// Writeback of the target is started every this many bytes (see `BlockDev::start_writeback`).
 const WRITEBACK_EVERY: u64 = 64 << 20;
@@ -59,6 +60,11 @@ impl Confirmed {
 pub struct Prepared {
     image: Image,
     streams: Vec<LoadedStream>,
+    /// A Clonezilla image directory instead of a native image (`image.manifest` then
+    /// describes it, with no streams).
+    clonezilla: Option<Box<CzImage>>,
+    /// Clonezilla images: skip the full check of every piece and checksum before writing.
+    skip_check: bool,
     target: PathBuf,
     /// Size of the target (existing) or of the file to create.
     pub target_len: u64,
@@ -121,12 +127,29 @@ impl Prepared {
         if self.move_gpt_backup {
             out.push("move the backup GPT to the end of the target".into());
         }
+        if let Some(cz) = &self.clonezilla {
+            for w in &cz.warnings {
+                out.push(format!("warning: {w}"));
+            }
+        }
         out
     }
 
     /// The target path.
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// Clonezilla images carry no index, so by default `run` reads and checks the whole image
+    /// before it writes anything (as Clonezilla's own restore does); this skips that pass.
+    /// Damage is then found while writing, and the restore stops there.
+    pub fn set_skip_check(&mut self, skip: bool) {
+        self.skip_check = skip;
+    }
+
+    /// True when the image is a Clonezilla image directory.
+    pub fn is_clonezilla(&self) -> bool {
+        self.clonezilla.is_some()
     }
 }
 
@@ -135,10 +158,21 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
     if plan.fit != Fit::None {
         bail!("--fit auto and --fit N are not available yet; use --fit none (the default)");
     }
-    let image = Image::open(&plan.image)?;
-    let streams = image
-        .load_all()
-        .context("checking the image before writing anything")?;
+    let (image, streams, clonezilla) = if is_clonezilla_dir(&plan.image) {
+        let cz = CzImage::open(&plan.image)
+            .context("checking the Clonezilla image before writing anything")?;
+        let image = Image {
+            dir: plan.image.clone(),
+            manifest: cz.manifest(),
+        };
+        (image, Vec::new(), Some(Box::new(cz)))
+    } else {
+        let image = Image::open(&plan.image)?;
+        let streams = image
+            .load_all()
+            .context("checking the image before writing anything")?;
+        (image, streams, None)
+    };
     let m = &image.manifest;
     let parts: Vec<u32> = match &plan.parts {
         Some(list) => {
@@ -224,6 +258,8 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
     Ok(Prepared {
         image,
         streams,
+        clonezilla,
+        skip_check: false,
         target: plan.target.clone(),
         target_len,
         target_exists,
@@ -282,6 +318,21 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
     let m = &p.image.manifest;
+    if let Some(cz) = &p.clonezilla {
+        if !p.skip_check {
+            progress.event(ProgressEvent::Note(
+                "checking every piece and checksum of the Clonezilla image before writing \
+                 (--skip-check skips this)"
+                    .into(),
+            ));
+            clonezilla::verify(cz, None, progress).with_context(|| {
+                format!(
+                    "the image is damaged; nothing was written to {}",
+                    p.target.display()
+                )
+            })?;
+        }
+    }
     let target = if p.target_exists {
         FileDisk::open_rw(&p.target).with_context(|| {
             format!("opening {} for writing (is it in use?)", p.target.display())
@@ -291,6 +342,9 @@ pub fn run(
             .with_context(|| format!("creating {}", p.target.display()))?
     };
     let fresh = !p.target_exists;
+    if let Some(cz) = &p.clonezilla {
+        return run_clonezilla(p, cz, &target, progress);
+    }
     let mut jobs: Vec<&LoadedStream> = Vec::new();
     for n in &p.parts {
         let e = m
@@ -389,4 +443,99 @@ pub fn run(
         written: written.into_inner(),
         skipped_zero: skipped.into_inner(),
     })
+}
+
+/// Writes a Clonezilla image: each partition's used blocks at its place (zero chunks skipped on
+/// a new, sparse file), swap headers, then the boot area and table sectors; the GPT backup is
+/// rebuilt at the end of a target of another size.
+fn run_clonezilla(
+    p: &Prepared,
+    cz: &CzImage,
+    target: &FileDisk,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let fresh = !p.target_exists;
+    let mut report = RestoreReport::default();
+    let parts: Vec<_> = p.parts.iter().filter_map(|n| cz.part(*n)).collect();
+    let table_bytes: u64 = if p.write_table {
+        cz.writes.iter().map(|w| w.1.len()).sum()
+    } else {
+        0
+    };
+    progress.event(ProgressEvent::Job {
+        op: "restore",
+        total: parts.iter().map(|x| CzImage::stored_bytes(x)).sum::<u64>() + table_bytes,
+    });
+    let mut written_since = 0u64;
+    for part in parts {
+        progress.event(ProgressEvent::Step {
+            label: format!(
+                "partition {} ({}) from {}",
+                part.number,
+                part.fs,
+                crate::import::source::describe(part)
+            ),
+            total: CzImage::stored_bytes(part),
+        });
+        clonezilla::for_each_chunk(part, true, |off, data| {
+            let at = part.start + off;
+            if fresh && crate::image::writer::is_zero(data) {
+                report.skipped_zero += data.len() as u64;
+            } else {
+                target.write_all_at(data, at).with_context(|| {
+                    format!(
+                        "writing {} at byte {at:#x} ({} bytes); the target is now inconsistent \
+                         from byte {:#x} on",
+                        p.target.display(),
+                        data.len(),
+                        part.start
+                    )
+                })?;
+                report.written += data.len() as u64;
+                written_since += data.len() as u64;
+                if written_since >= WRITEBACK_EVERY {
+                    target.start_writeback();
+                    written_since = 0;
+                }
+            }
+            progress.event(ProgressEvent::Advance {
+                bytes: data.len() as u64,
+            });
+            Ok(())
+        })
+        .with_context(|| format!("restoring partition {} ({})", part.number, part.name))?;
+    }
+    if p.write_table {
+        progress.event(ProgressEvent::Step {
+            label: "boot area and partition tables".into(),
+            total: table_bytes,
+        });
+        let skip = if p.move_gpt_backup {
+            cz.gpt_backup_at
+        } else {
+            None
+        };
+        clonezilla::for_each_table_write(cz, skip, |at, data| {
+            target
+                .write_all_at(data, at)
+                .with_context(|| format!("writing {} at byte {at:#x}", p.target.display()))?;
+            report.written += data.len() as u64;
+            progress.event(ProgressEvent::Advance {
+                bytes: data.len() as u64,
+            });
+            Ok(())
+        })
+        .context("restoring the boot area and partition tables")?;
+        if p.move_gpt_backup {
+            gpt::relocate_backup(target)
+                .context("moving the backup GPT to the end of the target")?;
+            progress.event(ProgressEvent::Note(
+                "backup GPT moved to the end of the target".into(),
+            ));
+        }
+    }
+    target
+        .sync()
+        .with_context(|| format!("flushing {}", p.target.display()))?;
+    Ok(report)
 }
