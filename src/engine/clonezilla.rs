@@ -16,8 +16,8 @@ use crate::engine::verify::{Mismatch, VerifyReport};
 use crate::engine::Interrupted;
 use crate::fs::Extents;
 use crate::image::format::{BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
-use crate::image::manifest::{Manifest, Mode, PartEntry, StreamInfo, FORMAT_NAME, MANIFEST_FILE};
-use crate::image::writer::{encode_block_owned, write_small, StreamWriter};
+use crate::image::manifest::{Manifest, Mode, PartEntry, StreamInfo, FORMAT_NAME};
+use crate::image::writer::{encode_block_owned, write_manifest, StreamWriter};
 use crate::import::clonezilla::{CzImage, CzPart, Placed};
 use crate::import::source;
 
@@ -407,13 +407,6 @@ fn convert_into(
             )));
         }
     }
-    let json = serde_json::to_vec_pretty(&m).context("encoding the manifest")?;
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-    write_small(dir, MANIFEST_FILE, &json)?;
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
+    write_manifest(dir, &m)?;
     Ok(m)
 }

@@ -9,7 +9,7 @@ use crate::fs::Extents;
 use crate::image::format::{
     encode_index, encode_map, Encoding, IndexEntry, RecordHeader, RECORD_HEADER_LEN,
 };
-use crate::image::manifest::{FileRef, StreamInfo};
+use crate::image::manifest::{FileRef, Manifest, StreamInfo, MANIFEST_FILE, MANIFEST_SHA_FILE};
 use crate::image::ImageError;
 use sha2::{Digest, Sha256};
 
@@ -302,6 +302,32 @@ impl StreamWriter {
             index: index_ref,
             volumes: self.volumes,
         })
+    }
+}
+
+/// Completes an image directory: writes `manifest.json` (after every other file, which the
+/// caller has synced) and its detached `manifest.sha256`, and syncs the directory.
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), ImageError> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| ImageError::Corrupt {
+        file: dir.join(MANIFEST_FILE),
+        detail: format!("encoding the manifest: {e}"),
+    })?;
+    sync_dir(dir);
+    write_small(dir, MANIFEST_FILE, &json)?;
+    let digest = hex(&Sha256::digest(&json));
+    write_small(
+        dir,
+        MANIFEST_SHA_FILE,
+        format!("{digest}  {MANIFEST_FILE}\n").as_bytes(),
+    )?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Syncs a directory's entries (advice: errors change nothing but durability).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
     }
 }
 
