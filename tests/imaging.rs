@@ -198,8 +198,15 @@ fn windows_gpt_disk_round_trips() {
     for ((n, mode, stored, image), w) in m.iter().zip(want) {
         assert_eq!(mode, w, "partition {n}");
         let part = &src["partitions"].as_array().unwrap()[(*n - 1) as usize];
-        assert_eq!(*stored, part["used_bytes"].as_u64().unwrap(), "partition {n}");
-        assert!(image <= stored, "partition {n}: image {image} > stored {stored}");
+        assert_eq!(
+            *stored,
+            part["used_bytes"].as_u64().unwrap(),
+            "partition {n}"
+        );
+        assert!(
+            image <= stored,
+            "partition {n}: image {image} > stored {stored}"
+        );
     }
     let c = &src["partitions"][2];
     assert!(
