@@ -11,7 +11,7 @@ use crate::common::{fc_ok, fc_run, pattern_file, root, sh, sha256_file, tempdir}
 
 /// A fixture disk built once per run of the suite (cached under target/ by the hash of the
 /// scripts that make it). Tests only read fixtures.
-fn fixture(kind: &str, size_mib: u32) -> PathBuf {
+pub(crate) fn fixture(kind: &str, size_mib: u32) -> PathBuf {
     static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let key = format!("{kind}-{size_mib}");
@@ -40,7 +40,7 @@ fn fixture(kind: &str, size_mib: u32) -> PathBuf {
     path
 }
 
-fn manifest(disk: &Path) -> String {
+pub(crate) fn manifest(disk: &Path) -> String {
     let out = tempfile::NamedTempFile::new().unwrap();
     sh(&format!(
         "'{}/scripts/disk-manifest.sh' '{}' '{}'",
@@ -52,7 +52,7 @@ fn manifest(disk: &Path) -> String {
 }
 
 /// Asserts two texts are equal, showing only the lines that differ.
-fn assert_same(a: &str, b: &str, what: &str) {
+pub(crate) fn assert_same(a: &str, b: &str, what: &str) {
     if a == b {
         return;
     }
@@ -63,7 +63,7 @@ fn assert_same(a: &str, b: &str, what: &str) {
     panic!("{what}:\n only in the first: {only_a:#?}\n only in the second: {only_b:#?}");
 }
 
-fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+pub(crate) fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path).unwrap();
     let mut buf = vec![0u8; len as usize];
@@ -71,7 +71,7 @@ fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     buf
 }
 
-fn inspect(disk: &Path) -> serde_json::Value {
+pub(crate) fn inspect(disk: &Path) -> serde_json::Value {
     serde_json::from_str(&fc_ok(&["inspect", disk.to_str().unwrap(), "--json"])).unwrap()
 }
 
@@ -80,7 +80,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Extracts partition `n` of `disk` into its own file and runs `check` on it.
-fn check_partition(disk: &Path, n: u64, check: &str) {
+pub(crate) fn check_partition(disk: &Path, n: u64, check: &str) {
     let j = inspect(disk);
     let p = j["partitions"]
         .as_array()
@@ -242,10 +242,10 @@ fn bare_filesystem_round_trips() {
 }
 
 /// A loop device this test made, detached on drop.
-struct Loop(String);
+pub(crate) struct Loop(pub(crate) String);
 
 impl Loop {
-    fn attach(file: &Path, args: &str) -> Loop {
+    pub(crate) fn attach(file: &Path, args: &str) -> Loop {
         let dev = sh(&format!("losetup -f --show {args} '{}'", file.display()));
         Loop(dev.trim().to_string())
     }

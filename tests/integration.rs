@@ -3,6 +3,7 @@
 
 mod common;
 
+mod fit;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;
