@@ -565,3 +565,79 @@ fn mbr_uses_only_the_first_2_tib_of_a_larger_disk() {
         "0"
     );
 }
+
+/// A GPT disk made here: p1 XFS (320 MiB), p2 btrfs (256 MiB), free space after them.
+fn xfs_btrfs_disk(dir: &Path) -> PathBuf {
+    let disk = dir.join("src.img");
+    sh(&format!(
+        "truncate -s 700M '{0}' && sgdisk -o -n 1:2048:+320M -t 1:8300 -n 2:0:+256M -t 2:8300 '{0}' >/dev/null",
+        disk.display()
+    ));
+    let mnt = dir.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    for (n, mkfs) in [
+        (1, "mkfs.xfs -q -L fc-xfs"),
+        (2, "mkfs.btrfs -q -L fc-btrfs"),
+    ] {
+        let (start, size) = part(&inspect(&disk), n);
+        let lo = Loop::attach(&disk, &format!("-o {start} --sizelimit {size}"));
+        sh(&format!(
+            "{mkfs} {0} && mount {0} '{1}' && mkdir '{1}/d' && \
+             for i in $(seq 1 40); do head -c $((i * 7919)) /dev/urandom > '{1}/d/f'$i; done && \
+             head -c 20M /dev/urandom > '{1}/big' && umount '{1}'",
+            lo.0,
+            mnt.display()
+        ));
+    }
+    disk
+}
+
+#[test]
+fn xfs_and_btrfs_grow_with_their_tools() {
+    let dir = tempdir();
+    let src = xfs_btrfs_disk(dir.path());
+    let want = without_positions(&manifest(&src));
+    for n in [1u64, 2] {
+        let t = dir.path().join(format!("t{n}.img"));
+        pattern_file(&t, 1024 * MIB, 0x3C);
+        let fit = n.to_string();
+        fc_ok(&["clone", s(&src), s(&t), "--fit", &fit, "--yes", "-q"]);
+        sh(&format!(
+            "sgdisk -v '{}' | grep -q 'No problems found'",
+            t.display()
+        ));
+        let j = inspect(&t);
+        let (p1, p2) = (part(&j, 1), part(&j, 2));
+        assert_eq!(
+            p2.0 + p2.1,
+            gpt_usable_end(&t),
+            "p2 ends at the last usable sector"
+        );
+        let lo1 = part_loop(&t, 1);
+        sh(&format!("xfs_repair -n {}", lo1.0));
+        let lo2 = part_loop(&t, 2);
+        sh(&format!("btrfs check --readonly {} 2>&1", lo2.0));
+        if n == 1 {
+            assert_eq!(p1.1 + p1.0, p2.0);
+            let db = sh(&format!(
+                "xfs_db -r -c 'sb 0' -c 'p dblocks' -c 'p blocksize' {}",
+                lo1.0
+            ));
+            let v: Vec<u64> = db
+                .lines()
+                .map(|l| l.split(" = ").nth(1).unwrap().trim().parse().unwrap())
+                .collect();
+            assert!(p1.1 - v[0] * v[1] < MIB, "XFS {} of {}", v[0] * v[1], p1.1);
+        } else {
+            assert_eq!(p1, part(&inspect(&src), 1));
+            let sb = sh(&format!(
+                "btrfs inspect-internal dump-super {} | grep '^total_bytes'",
+                lo2.0
+            ));
+            let total: u64 = sb.split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert!(p2.1 - total < MIB, "btrfs {total} of {}", p2.1);
+        }
+        drop((lo1, lo2));
+        assert_same(&want, &without_positions(&manifest(&t)), "files differ");
+    }
+}

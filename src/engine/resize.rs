@@ -156,7 +156,7 @@ struct TempMount {
 }
 
 impl TempMount {
-    fn new(dev: &Path, fstype: &str) -> Result<TempMount> {
+    fn new(dev: &Path, fstype: &str, options: &str) -> Result<TempMount> {
         static N: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ferroclone-mnt-{}-{}",
@@ -169,6 +169,8 @@ impl TempMount {
             &[
                 OsStr::new("-t"),
                 OsStr::new(fstype),
+                OsStr::new("-o"),
+                OsStr::new(options),
                 dev.as_os_str(),
                 dir.as_os_str(),
             ],
@@ -213,12 +215,38 @@ pub fn grow(disk: &Path, start: u64, len: u64, fs: FsKind, sector_size: u32) -> 
             "resize2fs"
         }
         FsKind::Xfs => {
-            let m = TempMount::new(lo.path(), "xfs")?;
+            // nouuid: the source, with the same UUID, may be mounted.
+            let m = TempMount::new(lo.path(), "xfs", "nouuid")?;
             must("xfs_growfs", &[m.dir.as_os_str()], &[0])?;
             "xfs_growfs"
         }
         FsKind::Btrfs => {
-            let m = TempMount::new(lo.path(), "btrfs")?;
+            // The kernel finds a btrfs by its fsid: with the source (same fsid) mounted, a
+            // mount of the copy could reach the source. Refuse, and check what was mounted.
+            let fsid = btrfs_fsid(lo.path())?;
+            if Path::new("/sys/fs/btrfs").join(&fsid).exists() {
+                bail!(
+                    "a btrfs with the same fsid ({fsid}) is mounted on this machine; growing \
+                     the copy would risk reaching it; unmount it and grow the copy with \
+                     `btrfs filesystem resize max`"
+                );
+            }
+            let m = TempMount::new(lo.path(), "btrfs", "rw")?;
+            let show = must(
+                "btrfs",
+                &[
+                    OsStr::new("filesystem"),
+                    OsStr::new("show"),
+                    m.dir.as_os_str(),
+                ],
+                &[0],
+            )?;
+            if !show.contains(&*lo.path().to_string_lossy()) {
+                bail!(
+                    "the mounted btrfs is not on {}: {show}",
+                    lo.path().display()
+                );
+            }
             must(
                 "btrfs",
                 &[
@@ -234,6 +262,18 @@ pub fn grow(disk: &Path, start: u64, len: u64, fs: FsKind, sector_size: u32) -> 
         other => bail!("ferroclone cannot grow {other}"),
     };
     Ok(format!("{fs} grown to {} with {how}", human_bytes(len)))
+}
+
+/// The fsid of the btrfs on `dev`, as text.
+fn btrfs_fsid(dev: &Path) -> Result<String> {
+    let d = FileDisk::open(dev).with_context(|| format!("opening {}", dev.display()))?;
+    let mut sb = [0u8; 0x48];
+    d.read_exact_at(&mut sb, 0x10000)
+        .with_context(|| format!("reading the btrfs superblock of {}", dev.display()))?;
+    if &sb[0x40..0x48] != b"_BHRfS_M" {
+        bail!("no btrfs superblock on {}", dev.display());
+    }
+    crate::bytes::uuid_be(&sb, 0x20).context("btrfs fsid")
 }
 
 /// Shrinks the filesystem of kind `fs` that fills the regular file `file` so that it fits in
