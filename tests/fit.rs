@@ -641,3 +641,96 @@ fn xfs_and_btrfs_grow_with_their_tools() {
         assert_same(&want, &without_positions(&manifest(&t)), "files differ");
     }
 }
+
+/// The lines of partition `n`'s section of a disk manifest (blkid and files), without its heading.
+fn section(m: &str, n: u64) -> String {
+    let head = format!("== p{n} ");
+    m.lines()
+        .skip_while(|l| !l.starts_with(&head))
+        .skip(1)
+        .take_while(|l| !l.starts_with("== "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn partitions_go_into_partitions_of_another_disk() {
+    let dir = tempdir();
+    let t = dir.path().join("other.img");
+    sh(&format!(
+        "truncate -s 400M '{0}' && sgdisk -o -n 1:2048:+100M -t 1:0700 -n 2:0:+200M -t 2:0700 '{0}' >/dev/null",
+        t.display()
+    ));
+    let table = sh(&format!("sfdisk -d '{}'", t.display()));
+    // C: from an image into the larger partition 2, grown; Recovery cloned into partition 1,
+    // its filesystem left at its size.
+    let (code, _, err) = fc_run(&[
+        "restore",
+        s(&image_of("windows", 256)),
+        s(&t),
+        "--parts",
+        "3",
+        "--into",
+        "2",
+        "--fit",
+        "auto",
+        "--yes",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("goes into partition 2"), "{err}");
+    fc_ok(&[
+        "clone",
+        s(&windows()),
+        s(&t),
+        "--parts",
+        "4",
+        "--into",
+        "1",
+        "--yes",
+        "-q",
+    ]);
+    assert_eq!(
+        table,
+        sh(&format!("sfdisk -d '{}'", t.display())),
+        "table changed"
+    );
+    for n in [1, 2] {
+        ntfsfix_clean(&t, n);
+    }
+    let (vol, dev) = ntfs_sizes(&t, 2);
+    assert!(dev - vol <= 4096 + 512, "{vol} of {dev}");
+    let (start, _) = part(&inspect(&t), 1);
+    assert_eq!(u64::from(hidden_sectors(&t, start)), start / 512);
+    let (ms, mt) = (source_manifest(&windows()), manifest(&t));
+    assert_same(&section(&ms, 3), &section(&mt, 2), "C: differs");
+    assert_same(&section(&ms, 4), &section(&mt, 1), "Recovery differs");
+    // Too small: refused with the size, nothing written.
+    let before = sha256_file(&t);
+    let (code, _, err) = fc_run(&[
+        "clone",
+        s(&windows()),
+        s(&t),
+        "--parts",
+        "3",
+        "--into",
+        "1",
+        "--yes",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--fit auto"), "{err}");
+    let (code, _, err) = fc_run(&[
+        "clone",
+        s(&windows()),
+        s(&t),
+        "--parts",
+        "3",
+        "--into",
+        "9",
+        "--yes",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no partition 9"), "{err}");
+    assert_eq!(before, sha256_file(&t));
+}

@@ -148,6 +148,10 @@ pub struct RestoreArgs {
     /// Windows' boot configuration refers to are kept.
     #[arg(long)]
     pub new_ids: bool,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
     /// Directory for the scratch file when a filesystem is shrunk (default: the image's
     /// repository).
     #[arg(long)]
@@ -174,6 +178,13 @@ pub struct CloneArgs {
     /// stay in one machine.
     #[arg(long)]
     pub new_ids: bool,
+    /// Only these partitions, written into the target's partitions given by --into.
+    #[arg(long, value_delimiter = ',')]
+    pub parts: Option<Vec<u32>>,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
     /// Directory for the scratch file when a filesystem is shrunk (default: $TMPDIR or /tmp).
     #[arg(long)]
     pub scratch: Option<PathBuf>,
@@ -284,6 +295,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 parts: a.parts,
                 fit: a.fit,
                 new_ids: a.new_ids,
+                into: a.into,
                 scratch: a.scratch,
                 threads,
             };
@@ -320,6 +332,8 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let plan = ClonePlan {
                 fit: a.fit,
                 new_ids: a.new_ids,
+                parts: a.parts,
+                into: a.into,
                 scratch: a.scratch,
                 verify: a.verify,
                 threads,

@@ -30,6 +30,10 @@ pub struct ClonePlan {
     pub fit: Fit,
     /// New disk and partition IDs.
     pub new_ids: bool,
+    /// Only these partitions (with `into`).
+    pub parts: Option<Vec<u32>>,
+    /// Write `parts` into these partitions of the target, keeping its table.
+    pub into: Option<Vec<u32>>,
     /// Directory for the scratch file of a shrink (default: the temporary directory).
     pub scratch: Option<PathBuf>,
     /// Read back and compare every partition copied unchanged.
@@ -46,6 +50,8 @@ impl ClonePlan {
             target: target.to_path_buf(),
             fit: Fit::None,
             new_ids: false,
+            parts: None,
+            into: None,
             scratch: None,
             verify: false,
             threads: crate::engine::save::default_threads(),
@@ -68,6 +74,7 @@ pub struct PreparedClone {
     pub warnings: Vec<String>,
     new_ids: bool,
     verify: bool,
+    into: Option<Vec<u32>>,
     job: FitJob,
 }
 
@@ -119,7 +126,25 @@ impl PreparedClone {
                 }
             ));
         }
+        let into: Vec<(u32, u32)> = match &self.into {
+            Some(into) => self
+                .job
+                .parts
+                .iter()
+                .copied()
+                .zip(into.iter().copied())
+                .collect(),
+            None => Vec::new(),
+        };
+        for (n, m) in &into {
+            out.push(format!(
+                "partition {n} of the source goes into partition {m} of the target (its table is kept)"
+            ));
+        }
         for (n, start, map) in &self.source.parts {
+            if !self.job.parts.contains(n) {
+                continue;
+            }
             let (fs, label) = s
                 .table
                 .partitions
@@ -199,7 +224,7 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
         (false, source_len)
     };
     // What each partition holds and what of it is copied.
-    let shrinking = plan.fit != Fit::None && target_len < source_len;
+    let shrinking = plan.fit != Fit::None && (target_len < source_len || plan.into.is_some());
     let mut src_parts = Vec::new();
     let mut maps = Vec::new();
     for (p, probe) in table.partitions.iter().zip(&ins.fs) {
@@ -267,9 +292,20 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
             .unwrap_or(0),
         boot_area_end: boot_area.1,
     };
-    let layout = layout::plan(&src, target_len, plan.fit)
-        .map_err(|e| anyhow!("{}: {e}", plan.target.display()))?;
-    let write_table = table.kind != TableKind::None;
+    if plan.parts.is_some() && plan.into.is_none() {
+        bail!("clone --parts needs --into: the target partitions to write them into");
+    }
+    let layout = match &plan.into {
+        Some(into) => {
+            if plan.new_ids {
+                bail!("--new-ids makes new IDs in a partition table that --into does not write");
+            }
+            fit::into_layout(&src, plan.parts.as_deref(), into, &plan.target, plan.fit)?
+        }
+        None => layout::plan(&src, target_len, plan.fit)
+            .map_err(|e| anyhow!("{}: {e}", plan.target.display()))?,
+    };
+    let write_table = table.kind != TableKind::None && plan.into.is_none();
     let tables = if write_table && (!layout.identity || plan.new_ids) {
         Some(
             tables::build(&ins.disk, table, &layout, plan.new_ids)
@@ -279,12 +315,17 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
         None
     };
     let move_gpt_backup = match (&table.gpt, &tables) {
-        (Some(g), None) if target_len != source_len => Some((g.last_usable + 1) * u64::from(ss)),
+        (Some(g), None) if write_table && target_len != source_len => {
+            Some((g.last_usable + 1) * u64::from(ss))
+        }
         _ => None,
     };
     let required = layout.required;
     let job = FitJob {
-        parts: layout.parts.iter().map(|p| p.number).collect(),
+        parts: match &plan.parts {
+            Some(p) if plan.into.is_some() => p.clone(),
+            _ => layout.parts.iter().map(|p| p.number).collect(),
+        },
         layout,
         write_table,
         tables,
@@ -306,6 +347,7 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
         warnings,
         new_ids: plan.new_ids,
         verify: plan.verify,
+        into: plan.into.clone(),
         job,
     };
     fit::check_scratch(&prepared.job, &prepared.source(), &plan.target)?;

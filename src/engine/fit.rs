@@ -757,6 +757,76 @@ pub fn execute(
     })
 }
 
+/// The layout of a partition job (`--parts N,… --into M,…`): source partitions written into
+/// existing partitions of the target, whose table is read here and never written.
+pub fn into_layout(
+    src: &crate::engine::layout::SrcLayout,
+    parts: Option<&[u32]>,
+    into: &[u32],
+    target: &Path,
+    fit: crate::engine::layout::Fit,
+) -> Result<Layout> {
+    use crate::engine::layout::{self, TargetPart};
+    let parts = parts.context("--into needs --parts: which partitions go into which")?;
+    if parts.len() != into.len() {
+        bail!(
+            "--parts names {} partitions and --into {}: give one target partition for each",
+            parts.len(),
+            into.len()
+        );
+    }
+    let mut seen = into.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != into.len() {
+        bail!("--into names a target partition twice");
+    }
+    if !target.exists() {
+        bail!(
+            "--into writes into partitions of an existing disk; {} does not exist",
+            target.display()
+        );
+    }
+    let t = FileDisk::open(target).with_context(|| format!("opening {}", target.display()))?;
+    let table = crate::disk::table::read_table(&Region::whole(&t))
+        .with_context(|| format!("reading the partition table of {}", target.display()))?;
+    if table.kind == crate::disk::table::TableKind::None {
+        bail!("{} has no partition table to write into", target.display());
+    }
+    if u64::from(table.sector_size) != src.sector_size {
+        bail!(
+            "the source has {}-byte sectors, {} {}-byte sectors; converting is not supported",
+            src.sector_size,
+            target.display(),
+            table.sector_size
+        );
+    }
+    let mut pairs = Vec::new();
+    for (n, m) in parts.iter().zip(into) {
+        let p = table.partition(*m).with_context(|| {
+            format!(
+                "{} has no partition {m} (it has {})",
+                target.display(),
+                table
+                    .partitions
+                    .iter()
+                    .map(|p| p.number.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        pairs.push((
+            *n,
+            TargetPart {
+                number: *m,
+                start: p.start,
+                size: p.size,
+            },
+        ));
+    }
+    layout::into(src, &pairs, t.len(), fit).map_err(|e| anyhow!("{}: {e}", target.display()))
+}
+
 /// The source's table read back from its `disk` area (an image), for rebuilding.
 pub fn table_from_source(
     src: &dyn DataSource,

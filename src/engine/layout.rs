@@ -442,6 +442,107 @@ pub fn plan(src: &SrcLayout, target_len: u64, fit: Fit) -> Result<Layout, Layout
     })
 }
 
+/// A partition of the target's own table, for partition jobs (`--parts N --into M`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TargetPart {
+    /// Its number on the target.
+    pub number: u32,
+    /// First byte.
+    pub start: u64,
+    /// Length.
+    pub size: u64,
+}
+
+/// Places source partitions into existing partitions of the target (`pairs` of source number
+/// and target partition), the target's table unchanged. A target partition of another size
+/// needs `--fit` (other than `none`) to resize the filesystem; at most one may be resized.
+pub fn into(
+    src: &SrcLayout,
+    pairs: &[(u32, TargetPart)],
+    target_len: u64,
+    fit: Fit,
+) -> Result<Layout, LayoutError> {
+    let mut parts = Vec::new();
+    let mut resized = None;
+    for &(n, t) in pairs {
+        let p = src
+            .parts
+            .iter()
+            .find(|p| p.number == n)
+            .ok_or(LayoutError::NoSuchPartition(n))?;
+        let allowed = match fit {
+            Fit::None => false,
+            Fit::Auto => true,
+            Fit::Part(k) => k == n,
+        };
+        let change = match t.size.cmp(&p.size) {
+            std::cmp::Ordering::Equal => Change::None,
+            std::cmp::Ordering::Greater if allowed && can_grow(p.fs) => Change::Grow,
+            // The filesystem keeps its size; the partition is just larger.
+            std::cmp::Ordering::Greater => Change::None,
+            std::cmp::Ordering::Less => {
+                let min = p
+                    .min_size
+                    .filter(|_| allowed && can_shrink(p.fs))
+                    .map(|m| m.div_ceil(src.sector_size) * src.sector_size);
+                match min {
+                    Some(m) if m <= t.size => Change::Shrink,
+                    _ => {
+                        return Err(LayoutError::TooSmall {
+                            need: min.unwrap_or(p.size),
+                            have: t.size,
+                            what: format!(
+                                "partition {n} ({}){}",
+                                p.fs,
+                                if min.is_some() {
+                                    " at its smallest"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            hint: if allowed || !can_shrink(p.fs) {
+                                String::new()
+                            } else {
+                                "\n  hint: --fit auto shrinks the filesystem when its data fits"
+                                    .into()
+                            },
+                        })
+                    }
+                }
+            }
+        };
+        if change != Change::None {
+            if resized.is_some() {
+                return Err(LayoutError::CannotResize {
+                    number: n,
+                    fs: p.fs,
+                    why: "would be the second filesystem resized in one job; resize one at a time"
+                        .into(),
+                });
+            }
+            resized = Some((n, change));
+        }
+        parts.push(Placed {
+            number: n,
+            src_start: p.start,
+            src_size: p.size,
+            start: t.start,
+            size: t.size,
+            fs: p.fs,
+            logical: p.logical,
+        });
+    }
+    Ok(Layout {
+        parts,
+        extended: None,
+        resized,
+        target_len,
+        required: target_len,
+        identity: false,
+        notes: Vec::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -616,6 +717,32 @@ mod tests {
         let l = plan(&src, 300 * MIB, Fit::Auto).unwrap();
         assert_eq!(l.part(1).unwrap().size, 300 * MIB);
         assert_eq!(l.resized, Some((1, Change::Grow)));
+    }
+
+    #[test]
+    fn partition_jobs() {
+        let t = |number, start_mib, size_mib| TargetPart {
+            number,
+            start: start_mib * MIB,
+            size: size_mib * MIB,
+        };
+        let w = windows();
+        let l = into(&w, &[(3, t(2, 10, 200))], 300 * MIB, Fit::None).unwrap();
+        assert_eq!(
+            l.resized, None,
+            "a larger partition without --fit keeps the fs"
+        );
+        assert_eq!((l.parts[0].start, l.parts[0].size), (10 * MIB, 200 * MIB));
+        let l = into(&w, &[(3, t(2, 10, 200))], 300 * MIB, Fit::Auto).unwrap();
+        assert_eq!(l.resized, Some((3, Change::Grow)));
+        let l = into(&w, &[(3, t(2, 10, 100))], 300 * MIB, Fit::Auto).unwrap();
+        assert_eq!(l.resized, Some((3, Change::Shrink)));
+        let e = into(&w, &[(3, t(2, 10, 100))], 300 * MIB, Fit::None).unwrap_err();
+        assert!(e.to_string().contains("--fit auto"), "{e}");
+        let e = into(&w, &[(3, t(2, 10, 50))], 300 * MIB, Fit::Auto).unwrap_err();
+        assert!(e.to_string().contains("77303808"), "{e}");
+        let e = into(&w, &[(1, t(1, 1, 20))], 300 * MIB, Fit::Auto).unwrap_err();
+        assert!(e.to_string().contains("41943040"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct RestorePlan {
     pub fit: Fit,
     /// New disk and partition IDs.
     pub new_ids: bool,
+    /// Write `parts` into these partitions of the target, keeping its table.
+    pub into: Option<Vec<u32>>,
     /// Directory for the scratch file of a shrink (default: the image's repository).
     pub scratch: Option<PathBuf>,
     /// Worker threads.
@@ -60,6 +62,7 @@ pub struct Prepared {
     /// Smallest target that holds the layout as fitted.
     pub required: u64,
     new_ids: bool,
+    into: Vec<(u32, u32)>,
     job: FitJob,
 }
 
@@ -99,6 +102,11 @@ impl Prepared {
             ));
         } else if m.table.kind != "none" {
             out.push("keep the target's partition table".into());
+        }
+        for (n, m) in &self.into {
+            out.push(format!(
+                "partition {n} of the image goes into partition {m} of the target"
+            ));
         }
         for n in &self.job.parts {
             if let (Some(p), Some(src)) = (
@@ -224,22 +232,29 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
         (false, m.source.size_bytes, None)
     };
     let all = parts.len() == m.partitions.len();
-    let write_table = m.table.kind != "none"
+    let write_table = plan.into.is_none()
+        && m.table.kind != "none"
         && (all
             || !target_exists
             || target_table
                 .as_ref()
                 .is_none_or(|t| t.kind == TableKind::None));
-    if plan.fit != Fit::None && !all {
-        bail!("--fit fits a whole disk: restore every partition (leave out --parts)");
+    if plan.fit != Fit::None && !all && plan.into.is_none() {
+        bail!(
+            "--fit fits a whole disk: restore every partition (leave out --parts), or write \
+             partitions into the target's own with --into"
+        );
     }
     if plan.new_ids && !write_table {
         bail!("--new-ids makes new IDs in a partition table this restore does not write");
     }
     let src = src_layout(m);
-    let layout = layout::plan(&src, target_len, plan.fit)
-        .map_err(|e| anyhow!("{}: {e}", plan.target.display()))?;
-    if !write_table && m.table.kind != "none" {
+    let layout = match &plan.into {
+        Some(into) => fit::into_layout(&src, plan.parts.as_deref(), into, &plan.target, plan.fit)?,
+        None => layout::plan(&src, target_len, plan.fit)
+            .map_err(|e| anyhow!("{}: {e}", plan.target.display()))?,
+    };
+    if !write_table && m.table.kind != "none" && plan.into.is_none() {
         // Partial restore into an existing table: each partition must be where it was.
         let Some(t) = &target_table else {
             bail!("cannot read the target's partition table");
@@ -328,6 +343,15 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
         target_exists,
         required,
         new_ids: plan.new_ids,
+        into: match &plan.into {
+            Some(into) => job
+                .parts
+                .iter()
+                .copied()
+                .zip(into.iter().copied())
+                .collect(),
+            None => Vec::new(),
+        },
         job,
     })
 }
