@@ -734,3 +734,45 @@ fn partitions_go_into_partitions_of_another_disk() {
     assert!(err.contains("no partition 9"), "{err}");
     assert_eq!(before, sha256_file(&t));
 }
+
+fn allocated_mib(p: &Path) -> u64 {
+    sh(&format!("du -m '{}' | cut -f1", p.display()))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn discard_drops_the_free_space_of_a_block_device_and_a_file() {
+    let dir = tempdir();
+    let back = dir.path().join("ssd.img");
+    pattern_file(&back, 256 * MIB, 0x5A);
+    {
+        let lo = Loop::attach(&back, "");
+        let (code, _, err) = fc_run(&[
+            "restore",
+            s(&image_of("windows", 256)),
+            &lo.0,
+            "--discard",
+            "--yes",
+            "-q",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("of free space discarded"), "{err}");
+    }
+    // The loop device punched the discarded ranges out of its file: the free space of every
+    // partition (stale pattern) is gone, the data is all there.
+    assert!(allocated_mib(&back) < 160, "{} MiB", allocated_mib(&back));
+    assert_same(
+        &source_manifest(&windows()),
+        &manifest(&back),
+        "discarded target differs",
+    );
+    ntfsfix_clean(&back, 3);
+    // A clone into a file punches holes the same way.
+    let f = dir.path().join("file.img");
+    pattern_file(&f, 256 * MIB, 0x5A);
+    fc_ok(&["clone", s(&windows()), s(&f), "--discard", "--yes", "-q"]);
+    assert!(allocated_mib(&f) < 160, "{} MiB", allocated_mib(&f));
+    assert_same(&source_manifest(&windows()), &manifest(&f), "file differs");
+}

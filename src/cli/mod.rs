@@ -156,6 +156,10 @@ pub struct RestoreArgs {
     /// repository).
     #[arg(long)]
     pub scratch: Option<PathBuf>,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
     /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
@@ -191,6 +195,10 @@ pub struct CloneArgs {
     /// Read back every partition copied unchanged and compare it with the source.
     #[arg(long)]
     pub verify: bool,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
     /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
@@ -297,6 +305,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 new_ids: a.new_ids,
                 into: a.into,
                 scratch: a.scratch,
+                discard: a.discard,
                 threads,
             };
             let prepared = restore::prepare(&plan)?;
@@ -336,6 +345,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 into: a.into,
                 scratch: a.scratch,
                 verify: a.verify,
+                discard: a.discard,
                 threads,
                 ..ClonePlan::new(&a.source, &a.target)
             };

@@ -38,6 +38,8 @@ pub struct ClonePlan {
     pub scratch: Option<PathBuf>,
     /// Read back and compare every partition copied unchanged.
     pub verify: bool,
+    /// Discard the free space of every partition written (BLKDISCARD; a hole in a file).
+    pub discard: bool,
     /// Worker threads.
     pub threads: usize,
 }
@@ -54,6 +56,7 @@ impl ClonePlan {
             into: None,
             scratch: None,
             verify: false,
+            discard: false,
             threads: crate::engine::save::default_threads(),
         }
     }
@@ -332,6 +335,7 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
         move_gpt_backup,
         boot_area_end: boot_area.1,
         scratch: plan.scratch.clone().unwrap_or_else(std::env::temp_dir),
+        discard: plan.discard,
     };
     let source = DiskSourceParts {
         disk_map,

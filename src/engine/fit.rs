@@ -340,6 +340,8 @@ pub struct FitJob {
     pub boot_area_end: u64,
     /// Directory for the scratch file of a shrink.
     pub scratch: PathBuf,
+    /// Discard (TRIM) the free space of every partition written instead of leaving old data.
+    pub discard: bool,
 }
 
 impl FitJob {
@@ -402,6 +404,9 @@ impl FitJob {
                 p.number,
                 self.scratch.display()
             ));
+        }
+        if self.discard {
+            out.push("discard the free space of the partitions written (TRIM)".into());
         }
         out.extend(self.layout.notes.iter().cloned());
         out
@@ -636,6 +641,39 @@ pub fn execute(
         written.fetch_add(len, Ordering::Relaxed);
         Ok(())
     };
+    if job.discard {
+        let mut discarded = 0u64;
+        let mut failed = None;
+        'parts: for n in &job.parts {
+            let (Some(p), Some(map)) = (
+                job.layout.part(*n),
+                match &shrunk {
+                    Some(s) if s.number == *n => Some(&s.used),
+                    _ => src.map(Area::Part(*n)),
+                },
+            ) else {
+                continue;
+            };
+            for (off, len) in free_ranges(map, p.size) {
+                if let Err(e) = dev.discard(p.start + off, len) {
+                    failed = Some(e);
+                    break 'parts;
+                }
+                discarded += len;
+            }
+        }
+        notes.push(match failed {
+            None => format!(
+                "{} of free space discarded on {}",
+                human_bytes(discarded),
+                target.path.display()
+            ),
+            Some(e) => format!(
+                "discarding free space stopped after {}: {e}",
+                human_bytes(discarded)
+            ),
+        });
+    }
     for n in &job.parts {
         let p = job
             .layout
@@ -827,6 +865,25 @@ pub fn into_layout(
     layout::into(src, &pairs, t.len(), fit).map_err(|e| anyhow!("{}: {e}", target.display()))
 }
 
+/// The ranges of `[0, size)` that `map` does not cover.
+pub fn free_ranges(map: &Extents, size: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    for &(s, l) in map.runs() {
+        if s > at {
+            out.push((at, s.min(size) - at));
+        }
+        at = at.max(s + l);
+        if at >= size {
+            return out;
+        }
+    }
+    if at < size {
+        out.push((at, size - at));
+    }
+    out
+}
+
 /// The source's table read back from its `disk` area (an image), for rebuilding.
 pub fn table_from_source(
     src: &dyn DataSource,
@@ -840,4 +897,18 @@ pub fn table_from_source(
     let table = crate::disk::table::read_table(&Region::whole(&mem))
         .context("reading the source's partition table back from the image")?;
     Ok((mem, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ranges_complement_the_map() {
+        let m = Extents::from_unsorted(vec![(0, 10), (20, 5), (40, 100)]);
+        assert_eq!(free_ranges(&m, 100), vec![(10, 10), (25, 15)]);
+        assert_eq!(free_ranges(&m, 200), vec![(10, 10), (25, 15), (140, 60)]);
+        assert_eq!(free_ranges(&Extents::new(), 8), vec![(0, 8)]);
+        assert_eq!(free_ranges(&Extents::single(4, 4), 8), vec![(0, 4)]);
+    }
 }

@@ -34,6 +34,8 @@ pub struct RestorePlan {
     pub into: Option<Vec<u32>>,
     /// Directory for the scratch file of a shrink (default: the image's repository).
     pub scratch: Option<PathBuf>,
+    /// Discard the free space of every partition written (BLKDISCARD; a hole in a file).
+    pub discard: bool,
     /// Worker threads.
     pub threads: usize,
 }
@@ -325,6 +327,7 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
         move_gpt_backup,
         boot_area_end: m.table.boot_area_end,
         scratch,
+        discard: plan.discard,
     };
     fit::check_scratch(
         &job,
