@@ -261,6 +261,19 @@ fn clone_refuses_its_source_a_small_target_and_unconfirmed_overwrites() {
     );
     assert_eq!(tb, sha256_file(&small));
     assert_eq!(before, sha256_file(&src));
+    // 4096-byte sectors onto 512-byte ones: refused, not converted.
+    let src4k = dir.path().join("4k.img");
+    std::fs::copy(fixture("gpt4k", 256), &src4k).unwrap();
+    let a = Loop::attach(&src4k, "-r --sector-size 4096");
+    let b = Loop::attach(&small, "");
+    let (code, _, err) = fc_run(&["clone", &a.0, &b.0, "--fit", "auto", "--yes"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("converting between sector sizes is not supported"),
+        "{err}"
+    );
+    drop((a, b));
+    assert_eq!(tb, sha256_file(&small));
 }
 
 #[test]
