@@ -500,7 +500,7 @@ fn new_ids_make_new_guids_and_keep_the_data() {
 }
 
 #[test]
-fn legacy_mbr_disk_onto_a_larger_disk_grows_ext4_and_moves_the_logicals() {
+fn legacy_mbr_disk_onto_larger_and_smaller_disks_resizes_ext4_and_moves_the_logicals() {
     let dir = tempdir();
     let src = fixture("legacy", 512);
     let target = dir.path().join("big.img");
@@ -551,6 +551,31 @@ fn legacy_mbr_disk_onto_a_larger_disk_grows_ext4_and_moves_the_logicals() {
     // The boot code and the post-MBR gap came along.
     assert_eq!(bytes(&src, 0, 440), bytes(&target, 0, 440));
     assert_eq!(bytes(&src, 512, MIB - 512), bytes(&target, 512, MIB - 512));
+    // A smaller disk: root shrunk by resize2fs (in a scratch file), the logicals moved down.
+    let small = dir.path().join("small.img");
+    pattern_file(&small, 400 * MIB, 0x98);
+    fc_ok(&[
+        "clone",
+        s(&src),
+        s(&small),
+        "--fit",
+        "auto",
+        "--scratch",
+        s(dir.path()),
+        "--yes",
+        "-q",
+    ]);
+    let j = inspect(&small);
+    assert_eq!(part(&j, 6).0 + part(&j, 6).1, 400 * MIB);
+    assert!(part(&j, 1).1 < part(&js, 1).1);
+    for n in [1, 5] {
+        check_partition(&small, n, "e2fsck -fn");
+    }
+    assert_same(
+        &without_positions(&source_manifest(&src)),
+        &without_positions(&manifest(&small)),
+        "legacy shrunk disk differs",
+    );
 }
 
 #[test]
