@@ -354,6 +354,17 @@ pub fn prepare(plan: &ClonePlan) -> Result<PreparedClone> {
         into: plan.into.clone(),
         job,
     };
+    if let Some((n, _)) = prepared.job.layout.resized {
+        let i = prepared
+            .ins
+            .table
+            .partitions
+            .iter()
+            .position(|p| p.number == n);
+        if let Some(Ok(info)) = i.and_then(|i| prepared.ins.fs.get(i)) {
+            fit::check_resizable(&prepared.job, &info.warnings)?;
+        }
+    }
     fit::check_scratch(&prepared.job, &prepared.source(), &plan.target)?;
     Ok(prepared)
 }

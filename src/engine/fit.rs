@@ -413,6 +413,28 @@ impl FitJob {
     }
 }
 
+/// Refuses to resize an NTFS volume that Windows left hibernated or in a Fast Startup session
+/// (ntfsresize refuses it too, and resuming that session after a resize would corrupt it), or
+/// whose journal was not written back. `warnings` are the partition's probe warnings.
+pub fn check_resizable(job: &FitJob, warnings: &[String]) -> Result<()> {
+    let Some((n, change)) = job.layout.resized else {
+        return Ok(());
+    };
+    let Some(p) = job.layout.part(n) else {
+        return Ok(());
+    };
+    if change == Change::None || p.fs != crate::fs::FsKind::Ntfs || !job.parts.contains(&n) {
+        return Ok(());
+    }
+    if let Some(w) = warnings
+        .iter()
+        .find(|w| w.contains("hibernat") || w.contains("not written back"))
+    {
+        bail!("partition {n} cannot be resized: {w}\n  hint: --fit none copies it unchanged");
+    }
+    Ok(())
+}
+
 /// Refuses a shrink whose scratch directory is missing, lies on the target, or lacks space.
 pub fn check_scratch(job: &FitJob, src: &dyn DataSource, target: &Path) -> Result<()> {
     let Some(p) = job.shrinking() else {
@@ -902,6 +924,44 @@ pub fn table_from_source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hibernated_windows_is_not_resized() {
+        use crate::disk::table::TableKind;
+        use crate::engine::layout::{plan, Fit, SrcLayout, SrcPart};
+        use crate::fs::FsKind;
+        let src = SrcLayout {
+            table: TableKind::Gpt,
+            sector_size: 512,
+            disk_size: 64 << 20,
+            parts: vec![SrcPart {
+                number: 1,
+                start: 1 << 20,
+                size: 32 << 20,
+                fs: FsKind::Ntfs,
+                min_size: None,
+                logical: false,
+            }],
+            extended: None,
+            gpt_array_bytes: 16384,
+            boot_area_end: 1 << 20,
+        };
+        let job = |fit| FitJob {
+            layout: plan(&src, 128 << 20, fit).unwrap(),
+            parts: vec![1],
+            write_table: true,
+            tables: None,
+            move_gpt_backup: None,
+            boot_area_end: 1 << 20,
+            scratch: PathBuf::from("/tmp"),
+            discard: false,
+        };
+        let w = vec!["Windows is hibernated on this volume (hiberfil.sys ...)".to_string()];
+        let e = check_resizable(&job(Fit::Auto), &w).unwrap_err();
+        assert!(e.to_string().contains("--fit none"), "{e}");
+        assert!(check_resizable(&job(Fit::None), &w).is_ok());
+        assert!(check_resizable(&job(Fit::Auto), &["dirty".to_string()]).is_ok());
+    }
 
     #[test]
     fn free_ranges_complement_the_map() {

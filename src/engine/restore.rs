@@ -329,6 +329,11 @@ pub fn prepare(plan: &RestorePlan) -> Result<Prepared> {
         scratch,
         discard: plan.discard,
     };
+    if let Some((n, _)) = job.layout.resized {
+        if let Some(e) = m.partitions.iter().find(|e| e.number == n) {
+            fit::check_resizable(&job, &e.warnings)?;
+        }
+    }
     fit::check_scratch(
         &job,
         &ImageSource {
