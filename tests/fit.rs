@@ -15,7 +15,8 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// An image of a fixture, saved once per run.
+/// An image of a fixture, saved once per build of the binary (kept under target/ between runs;
+/// images made by older builds are removed).
 fn image_of(kind: &str, size_mib: u32) -> PathBuf {
     static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     let mut c = CACHE.lock().unwrap_or_else(|e| e.into_inner());
@@ -24,11 +25,29 @@ fn image_of(kind: &str, size_mib: u32) -> PathBuf {
         return p.clone();
     }
     let src = fixture(kind, size_mib);
-    let p = root()
-        .join("target/test-fixtures")
-        .join(format!("img-fit-{key}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    fc_ok(&["save", s(&src), s(&p), "--no-verify", "-q"]);
+    let built = std::fs::metadata(crate::common::bin())
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = root().join("target/test-fixtures");
+    let prefix = format!("img-fit-{key}-");
+    let name = format!("{prefix}{built}");
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) && !n.starts_with(&name) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    let p = dir.join(name);
+    if !p.join("manifest.json").exists() {
+        // A save that a killed run left unfinished.
+        let _ = std::fs::remove_dir_all(p.with_file_name(format!("{prefix}{built}.partial")));
+        let (code, _, err) = fc_run(&["save", s(&src), s(&p), "--no-verify", "-q"]);
+        // Another test process of this tree may have saved it first.
+        assert!(code == 0 || p.join("manifest.json").exists(), "{err}");
+    }
     c.insert(key, p.clone());
     p
 }
