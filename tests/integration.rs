@@ -4,6 +4,7 @@
 mod common;
 
 mod faults;
+mod fit;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;

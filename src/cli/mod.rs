@@ -11,6 +11,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::disk::sysfs;
+use crate::engine::clone::{self, ClonePlan};
 use crate::engine::clonezilla::ConvertPlan;
 use crate::engine::inspect::Inspected;
 use crate::engine::restore::{self, Confirmed, Fit, RestorePlan};
@@ -147,9 +148,22 @@ pub struct RestoreArgs {
     /// Fit the layout to a target of another size: none, auto or a partition number.
     #[arg(long, default_value = "none", value_parser = parse_fit)]
     pub fit: Fit,
-    /// New disk and partition GUIDs.
+    /// New disk and partition GUIDs (GPT) or a new disk signature (MBR); by default the IDs
+    /// Windows' boot configuration refers to are kept.
     #[arg(long)]
     pub new_ids: bool,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
+    /// Directory for the scratch file when a filesystem is shrunk (default: the image's
+    /// repository).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
     /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
@@ -180,20 +194,38 @@ pub struct ConvertArgs {
 /// `clone` arguments.
 #[derive(Debug, Args)]
 pub struct CloneArgs {
-    /// Source disk.
+    /// Source disk (block device or raw disk file); only read.
     pub source: PathBuf,
-    /// Target disk.
+    /// Target disk or file (created when missing).
     pub target: PathBuf,
-    /// Fit mode.
+    /// Fit the layout to a target of another size: none, auto or a partition number.
     #[arg(long, default_value = "none", value_parser = parse_fit)]
     pub fit: Fit,
-    /// New IDs.
+    /// New disk and partition GUIDs (GPT) or a new disk signature (MBR), for when both disks
+    /// stay in one machine.
     #[arg(long)]
     pub new_ids: bool,
-    /// Do not ask.
+    /// Only these partitions, written into the target's partitions given by --into.
+    #[arg(long, value_delimiter = ',')]
+    pub parts: Option<Vec<u32>>,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
+    /// Directory for the scratch file when a filesystem is shrunk (default: $TMPDIR or /tmp).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Read back every partition copied unchanged and compare it with the source.
+    #[arg(long)]
+    pub verify: bool,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
+    /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
-    /// Touch nothing.
+    /// Show what would be done and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -303,14 +335,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Restore(a) => {
-            if a.new_ids {
-                bail!("--new-ids is not available yet");
-            }
             let plan = RestorePlan {
                 image: a.image,
                 target: a.target,
                 parts: a.parts,
                 fit: a.fit,
+                new_ids: a.new_ids,
+                into: a.into,
+                scratch: a.scratch,
+                discard: a.discard,
                 threads,
             };
             let mut prepared = restore::prepare(&plan)?;
@@ -331,6 +364,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let r = restore::run(&prepared, confirmed, threads, &printer);
             printer.finish();
             let r = r?;
+            for n in &r.notes {
+                eprintln!("{n}");
+            }
             println!(
                 "restored {} onto {}: {} written, {:.1} s",
                 plan.image.display(),
@@ -340,7 +376,57 @@ pub fn run(cli: Cli) -> Result<Exit> {
             );
             Ok(Exit::Ok)
         }
-        Command::Clone(_) => bail!("clone is not available yet; save and restore instead"),
+        Command::Clone(a) => {
+            let plan = ClonePlan {
+                fit: a.fit,
+                new_ids: a.new_ids,
+                parts: a.parts,
+                into: a.into,
+                scratch: a.scratch,
+                verify: a.verify,
+                discard: a.discard,
+                threads,
+                ..ClonePlan::new(&a.source, &a.target)
+            };
+            let prepared = clone::prepare(&plan)?;
+            for l in prepared.describe() {
+                eprintln!("{l}");
+            }
+            for w in &prepared.warnings {
+                eprintln!("warning: {w}");
+            }
+            if a.dry_run {
+                println!("dry run: nothing was written");
+                return Ok(Exit::Ok);
+            }
+            let confirmed = if prepared.target_exists {
+                confirm(prepared.target(), a.yes)?
+            } else {
+                Confirmed::by_user()
+            };
+            let t0 = Instant::now();
+            let r = clone::run(&prepared, confirmed, threads, &printer);
+            printer.finish();
+            let r = r?;
+            for n in &r.notes {
+                eprintln!("{n}");
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "cloned {} onto {}: {} written, {:.1} s, {}/s{}",
+                plan.source.display(),
+                plan.target.display(),
+                human_bytes(r.written),
+                secs,
+                human_bytes((r.written as f64 / secs.max(0.001)) as u64),
+                if plan.verify {
+                    format!(", {} verified", human_bytes(r.verified))
+                } else {
+                    String::new()
+                }
+            );
+            Ok(Exit::Ok)
+        }
         Command::Verify { image, against } => {
             let t0 = Instant::now();
             let r = verify::verify(&image, against.as_deref(), threads, &printer);

@@ -13,7 +13,7 @@ use crate::disk::table::TableKind;
 use crate::disk::{sysfs, BlockDev, FileDisk};
 use crate::engine::inspect::Inspected;
 use crate::engine::progress::{cancelled, Progress, ProgressEvent};
-use crate::engine::{verify, Interrupted};
+use crate::engine::{resize, verify, Interrupted};
 use crate::fs::{Extents, FsInfo, FsKind};
 use crate::image::format::{StreamCursor, BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
 use crate::image::manifest::{
@@ -195,6 +195,20 @@ fn save_into(
         };
         if plan.raw {
             fs.used = None;
+        }
+        // The smallest size a restore may shrink it to, as its own resize tool computes it
+        // (read-only); the map's estimate stays when the tool is not there.
+        if mode == Mode::Used {
+            if let Some(min) = resize::measure_min(
+                disk.path(),
+                p.start,
+                p.size,
+                fs.kind,
+                fs.block_size,
+                disk.logical_sector(),
+            ) {
+                fs.min_size = Some(min);
+            }
         }
         jobs.push(Job {
             number: p.number,
