@@ -27,6 +27,9 @@ use crate::fs::{self, Extents};
 use crate::image::manifest::Manifest;
 use crate::image::reader::LoadedStream;
 
+/// Writeback of the target is started every this many bytes written.
+const WRITEBACK_EVERY: u64 = 64 << 20;
+
 /// Which bytes of a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Area {
@@ -648,19 +651,25 @@ pub fn execute(
             );
         }
         progress.event(ProgressEvent::Advance { bytes: len });
-        if fresh && data.iter().all(|&b| b == 0) {
+        if fresh && crate::image::writer::is_zero(data) {
             skipped.fetch_add(len, Ordering::Relaxed);
             return Ok(());
         }
         let at = p.start + off;
         dev.write_all_at(data, at).with_context(|| {
             format!(
-                "writing {} at byte {at:#x} ({len} bytes); partition {} on it is incomplete",
+                "writing {} at byte {at:#x} ({len} bytes); the target is now inconsistent: \
+                 partition {} (from byte {:#x}) is incomplete",
                 target.path.display(),
-                p.number
+                p.number,
+                p.start
             )
         })?;
-        written.fetch_add(len, Ordering::Relaxed);
+        let before = written.fetch_add(len, Ordering::Relaxed);
+        if (before + len) / WRITEBACK_EVERY != before / WRITEBACK_EVERY {
+            // Start flushing what is written so the final sync is short (advice only).
+            dev.start_writeback();
+        }
         Ok(())
     };
     if job.discard {
