@@ -12,27 +12,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// The small Windows-style fixture (built by tests/imaging.rs's cache or here).
+/// The small Windows-style fixture (built once per run, shared with the other test modules).
 fn windows256() -> PathBuf {
-    let r = root();
-    let dir = r.join("target/test-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let hash = sh(&format!(
-        "cat '{0}/scripts/mkdisk.sh' '{0}/scripts/lib-loop.sh' | sha256sum | cut -c1-12",
-        r.display()
-    ));
-    let path = dir.join(format!("windows-256-{}.img", hash.trim()));
-    if !path.exists() {
-        let tmp = dir.join(format!("faults-{}.tmp", std::process::id()));
-        sh(&format!(
-            "'{}/scripts/mkdisk.sh' windows '{}' 256",
-            r.display(),
-            tmp.display()
-        ));
-        // Another test may have made it meanwhile: either copy is the same disk.
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    path
+    crate::common::fixture("windows", 256)
 }
 
 #[test]

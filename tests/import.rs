@@ -14,33 +14,9 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A disk from scripts/mkdisk.sh, cached under target/test-fixtures like the imaging tests'.
+/// A fixture disk, shared with the other test modules (one cache, one lock: never built twice).
 fn disk(kind: &str, size_mib: u32) -> PathBuf {
-    static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let key = format!("{kind}-{size_mib}");
-    if let Some(p) = cache.get(&key) {
-        return p.clone();
-    }
-    let r = root();
-    let hash = sh(&format!(
-        "cat '{0}/scripts/mkdisk.sh' '{0}/scripts/lib-loop.sh' | sha256sum | cut -c1-12",
-        r.display()
-    ));
-    let dir = r.join("target/test-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{key}-{}.img", hash.trim()));
-    if !path.exists() {
-        let tmp = dir.join(format!("{key}-{}.{}.tmp", hash.trim(), std::process::id()));
-        sh(&format!(
-            "'{}/scripts/mkdisk.sh' {kind} '{}' {size_mib}",
-            r.display(),
-            tmp.display()
-        ));
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    cache.insert(key, path.clone());
-    path
+    crate::common::fixture(kind, size_mib)
 }
 
 /// A Clonezilla image directory of `disk(kind, size)` made with `opts`, cached by the hash of
