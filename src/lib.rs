@@ -6,10 +6,12 @@
 //! - [`image`]: the image format (docs/FORMAT.md), its writer and reader.
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
+//! - [`boot`]: the rescue environment's unattended mode (kernel command line).
 //!
 //! Policy: no byte sequence from a disk or an image makes this crate panic, loop forever or
 //! allocate without bound; errors say what and where.
 
+pub mod boot;
 pub mod bytes;
 pub mod cli;
 pub mod disk;
