@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# qemu-e2e.sh - end-to-end test of the rescue ISO in qemu (DESIGN §9 tier 4).
+#
+# Usage: scripts/qemu-e2e.sh [-i ISO] [-s SOURCE_DISK] [-w WORKDIR] [-t SECONDS] [-k]
+#   -i  the ISO (default dist/ferroclone.iso; build it with scripts/build-iso.sh)
+#   -s  a raw source disk file (default: scripts/mkdisk.sh windows WORKDIR/source.img 256)
+#   -w  work directory (default: a new /var/tmp/ferroclone-e2e.XXXXXX, removed on success
+#       unless -k)
+#   -t  time limit for each boot (default 180 s); a hung VM is killed and the test fails
+#   -k  keep the work directory
+#
+# Every disk is a file of this test's own (the source is attached read-only); inside the VMs
+# /dev/vda, /dev/sda and /dev/nvme0n1 are those files, never this machine's disks. The unchanged
+# ISO gets its ferroclone.* keys through the qemu fw_cfg file opt/org.ferroclone/cmdline.
+#
+# Two lanes of VMs run side by side (one vCPU each: faster than one lane with two on 2 cores):
+#   lane A  1. BIOS, ISO as CD: ferroclone.repo=LABEL=REPO (ext4 on AHCI)
+#              ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff
+#           2. UEFI (OVMF), ISO as a USB stick (= dd): ferroclone.run="restore /repo/win
+#              /dev/nvme0n1" onto an empty NVMe disk, ferroclone.after=poweroff
+#   lane B  3. UEFI, ISO as CD, no keys: the interactive start screen appears on the serial
+#              console (the banner of initramfs/ferroclone-console)
+#           4. the ISO's kernel and initrd booted directly (-kernel/-initrd/-append), a job that
+#              must fail: "FERROCLONE-RESULT: failed: ..." and a power-off
+# Then on the host: `ferroclone verify --against` the source of the image copied out of the
+# repository (debugfs rdump, no mount), and scripts/disk-manifest.sh of source and restored
+# target must be equal.
+#
+# Environment: QEMU_ACCEL (default tcg; KVM hangs on some machines, so it is never chosen by
+# itself), OVMF_CODE / OVMF_VARS (default Debian's 4M images), FERROCLONE (host binary, default
+# target/release/ferroclone, built when missing).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ISO=$ROOT/dist/ferroclone.iso
+SOURCE=
+WORK=
+TIMEOUT=180
+KEEP=0
+while getopts "i:s:w:t:k" o; do
+    case $o in
+    i) ISO=$OPTARG ;;
+    s) SOURCE=$OPTARG ;;
+    w) WORK=$OPTARG ;;
+    t) TIMEOUT=$OPTARG ;;
+    k) KEEP=1 ;;
+    *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+done
+ACCEL=${QEMU_ACCEL:-tcg}
+OVMF_CODE=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
+OVMF_VARS=${OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+FC=${FERROCLONE:-$ROOT/target/release/ferroclone}
+
+log() { printf 'qemu-e2e: %s\n' "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+[[ $EUID == 0 ]] || die "run as root (disk-manifest.sh reads NTFS through loop devices)"
+[[ -f $ISO ]] || die "$ISO not found; run scripts/build-iso.sh"
+for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs; do
+    command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"
+done
+for f in "$OVMF_CODE" "$OVMF_VARS"; do [[ -f $f ]] || die "$f not found (package ovmf)"; done
+if [[ ! -x $FC ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+
+if [[ -z $WORK ]]; then
+    WORK=$(mktemp -d /var/tmp/ferroclone-e2e.XXXXXX)
+else
+    mkdir -p "$WORK"
+fi
+PIDS=()
+cleanup() {
+    local rc=$? p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if ((rc == 0 && KEEP == 0)); then
+        rm -rf --one-file-system "$WORK"
+    else
+        log "work directory kept: $WORK (serial logs: $WORK/*.log)"
+    fi
+}
+trap cleanup EXIT
+T0=$(date +%s)
+
+if [[ -z $SOURCE ]]; then
+    SOURCE=$WORK/source.img
+    "$ROOT/scripts/mkdisk.sh" windows "$SOURCE" 256
+fi
+[[ -f $SOURCE ]] || die "$SOURCE is not a file"
+truncate -s 512M "$WORK/repo.img"
+mkfs.ext4 -q -F -L REPO "$WORK/repo.img"
+truncate -s "$(stat -c %s "$SOURCE")" "$WORK/target.img"
+xorriso -osirrox on -indev "$ISO" -extract /boot/vmlinuz "$WORK/vmlinuz" \
+    -extract /boot/initrd.img "$WORK/initrd.img" >/dev/null 2>&1 \
+    || die "cannot extract the kernel and initrd from $ISO"
+cp "$OVMF_VARS" "$WORK/vars-2.fd"
+cp "$OVMF_VARS" "$WORK/vars-3.fd"
+
+# vm NAME MODE -- QEMU_ARGS...    MODE: job (FERROCLONE-RESULT: ok, then power-off),
+#   fail (FERROCLONE-RESULT: failed, then power-off), interactive (the start screen).
+# Prints the seconds from qemu start to the pass condition.
+vm() {
+    local name=$1 mode=$2 logf=$WORK/$1.log t0 pid rc elapsed
+    shift 3
+    : >"$logf"
+    t0=$(date +%s.%N)
+    qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp 1 -m 1024 -display none -monitor none \
+        -no-reboot -serial "file:$logf" "$@" >"$WORK/$name.qemu" 2>&1 &
+    pid=$!
+    while :; do
+        elapsed=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+        if grep -aqE 'Kernel panic|Failed to boot both|No bootable device|not a bootable disk|BdsDxe: failed to load|Boot Failed' "$logf"; then
+            kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+            log "$name: boot failure after $elapsed s: $(grep -aoE 'Kernel panic.*|Failed to boot.*|No bootable.*|not a bootable.*|BdsDxe: failed.*|Boot Failed.*' "$logf" | head -n1)"
+            return 1
+        fi
+        case $mode in
+        job)
+            if grep -aq 'FERROCLONE-RESULT: failed' "$logf"; then
+                kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+                log "$name: $(grep -ao 'FERROCLONE-RESULT: failed.*' "$logf" | head -n1)"
+                return 1
+            fi
+            ;;
+        interactive)
+            if grep -aq '=== ferroclone rescue environment' "$logf" && grep -aq 'ferroclone' <(grep -aA3 '=== ferroclone rescue environment' "$logf" | tail -n +2); then
+                kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+                echo "$elapsed"
+                return 0
+            fi
+            ;;
+        esac
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rc=0
+            wait "$pid" || rc=$?
+            if ((rc != 0)); then
+                log "$name: qemu exited with $rc: $(tail -n3 "$WORK/$name.qemu")"
+                return 1
+            fi
+            case $mode in
+            job) grep -aq 'FERROCLONE-RESULT: ok' "$logf" || { log "$name: powered off without FERROCLONE-RESULT: ok"; return 1; } ;;
+            fail) grep -aq 'FERROCLONE-RESULT: failed: ' "$logf" || { log "$name: powered off without FERROCLONE-RESULT: failed"; return 1; } ;;
+            interactive) log "$name: qemu exited before the start screen"; return 1 ;;
+            esac
+            echo "$elapsed"
+            return 0
+        fi
+        if awk -v e="$elapsed" -v t="$TIMEOUT" 'BEGIN { exit !(e > t) }'; then
+            kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+            log "$name: timed out after $TIMEOUT s; last lines:"
+            grep -a . "$logf" | tail -n 8 | sed 's/^/    /' >&2
+            return 124
+        fi
+        sleep 0.5
+    done
+}
+
+keys() { # NAME TEXT: a fw_cfg argument with the text in a file (no escaping of commas)
+    printf '%s\n' "$2" >"$WORK/$1.keys"
+    echo "name=opt/org.ferroclone/cmdline,file=$WORK/$1.keys"
+}
+BIOS=(-machine pc)
+UEFI=(-machine q35 -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE")
+CD_BIOS=(-drive "file=$ISO,media=cdrom,if=none,id=cd,readonly=on" -device ide-cd,drive=cd,bus=ide.1,bootindex=0)
+CD_Q35=(-drive "file=$ISO,media=cdrom,if=none,id=cd,readonly=on" -device ide-cd,drive=cd,bootindex=0)
+STICK=(-device qemu-xhci,id=xhci -drive "file=$ISO,format=raw,if=none,id=stick,readonly=on"
+    -device usb-storage,bus=xhci.0,drive=stick,bootindex=0)
+SRC=(-drive "file=$SOURCE,format=raw,if=none,id=src,readonly=on" -device virtio-blk-pci,drive=src,serial=SRC)
+REPO=(-device ahci,id=ahci -drive "file=$WORK/repo.img,format=raw,if=none,id=repo"
+    -device ide-hd,drive=repo,bus=ahci.0)
+TGT=(-drive "file=$WORK/target.img,format=raw,if=none,id=tgt" -device nvme,drive=tgt,serial=TGT)
+
+lane_a() {
+    local s
+    s=$(vm 1-save-bios-cd job -- "${BIOS[@]}" "${CD_BIOS[@]}" "${SRC[@]}" "${REPO[@]}" \
+        -fw_cfg "$(keys 1 'ferroclone.repo=LABEL=REPO ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff')") || return 1
+    log "1-save-bios-cd: ok in $s s"
+    s=$(vm 2-restore-uefi-usb job -- "${UEFI[@]}" -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-2.fd" \
+        "${STICK[@]}" "${REPO[@]}" "${TGT[@]}" \
+        -fw_cfg "$(keys 2 'ferroclone.repo=LABEL=REPO ferroclone.run="restore /repo/win /dev/nvme0n1" ferroclone.after=poweroff')") || return 1
+    log "2-restore-uefi-usb: ok in $s s"
+}
+lane_b() {
+    local s
+    s=$(vm 3-start-uefi-cd interactive -- "${UEFI[@]}" -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-3.fd" \
+        "${CD_Q35[@]}") || return 1
+    log "3-start-uefi-cd: start screen on the serial console after $s s"
+    s=$(vm 4-fail-direct fail -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+        -append 'console=ttyS0,115200 loglevel=4 ferroclone.run="info /repo/none" ferroclone.after=poweroff') || return 1
+    log "4-fail-direct: failure reported in $s s: $(grep -ao 'FERROCLONE-RESULT: failed.*' "$WORK/4-fail-direct.log" | head -n1 | tr -d '\r')"
+}
+
+log "booting (accel $ACCEL, $TIMEOUT s per boot); serial logs in $WORK"
+lane_a &
+PIDS+=($!)
+lane_b &
+PIDS+=($!)
+ra=0 rb=0
+wait "${PIDS[0]}" || ra=$?
+wait "${PIDS[1]}" || rb=$?
+PIDS=()
+((ra == 0)) || die "lane A (save, restore) failed"
+((rb == 0)) || die "lane B (start screen, failure report) failed"
+
+log "checking on the host"
+mkdir -p "$WORK/out"
+debugfs -R "rdump /win $WORK/out" "$WORK/repo.img" >/dev/null 2>&1
+[[ -d $WORK/out/win ]] || die "no image /win in the repository"
+"$FC" verify "$WORK/out/win" --against "$SOURCE" >&2 || die "ferroclone verify failed"
+"$ROOT/scripts/disk-manifest.sh" "$SOURCE" "$WORK/source.manifest"
+"$ROOT/scripts/disk-manifest.sh" "$WORK/target.img" "$WORK/target.manifest"
+if ! diff -u "$WORK/source.manifest" "$WORK/target.manifest" >"$WORK/manifest.diff"; then
+    head -n 40 "$WORK/manifest.diff" >&2
+    die "the restored disk differs from the source"
+fi
+log "ok: save, restore, start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"
