@@ -11,6 +11,13 @@ PACKAGES=(
     partclone                                # cross-check of used-block counts
     zstd lz4 openssl python3                 # fixture data and peers
     tmux                                     # the TUI end-to-end test
+    # the rescue ISO (scripts/build-iso.sh) and its qemu end-to-end test (scripts/qemu-e2e.sh).
+    # The kernel is not installed: build-iso.sh fetches Debian's bookworm-backports kernel .deb
+    # with `apt-get download` through its own apt configuration under target/iso-cache (the
+    # system's apt sources are not changed) and unpacks it with dpkg -x.
+    busybox-static cpio kmod xz-utils debian-archive-keyring
+    xorriso isolinux syslinux-common grub-common grub-efi-amd64-bin
+    qemu-system-x86 ovmf
 )
 
 missing=()

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod e2e;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;
