@@ -31,6 +31,9 @@
 #   FERROCLONE_KERNEL       use this kernel image (e.g. Buildroot's bzImage) ...
 #   FERROCLONE_MODULES      ... and the directory holding its lib/modules/KVER (optional: a
 #                           kernel with every driver built in needs no modules)
+#   FERROCLONE_SECUREBOOT   1 (default with a Debian kernel): UEFI boots through Debian's
+#                           signed shim and GRUB, so Secure Boot machines boot it; 0: an
+#                           unsigned GRUB built with grub-mkimage (default for FERROCLONE_KERNEL)
 #   FERROCLONE_ISO_CACHE    cache directory (default target/iso-cache)
 #   ISOLINUX_BIN, LDLINUX_C32, ISOHDPFX, BUSYBOX   tool paths (defaults: Debian's)
 set -euo pipefail
@@ -135,11 +138,35 @@ fetch_kernel_deb() {
     printf '%s\n' "${debs[-1]}"
 }
 
+# Debian's signed shim and GRUB, downloaded once (bookworm main) and unpacked in the cache.
+fetch_secureboot() {
+    local d=$CACHE/secureboot p debs
+    if [[ ! -f $d/.done ]]; then
+        rm -rf "$d"
+        mkdir -p "$d/debs"
+        for p in shim-signed shim-helpers-amd64-signed grub-efi-amd64-signed; do
+            debs=("$CACHE"/debs-sb/"$p"_*.deb)
+            if ((${#debs[@]} == 0)); then
+                mkdir -p "$CACHE/debs-sb"
+                (cd "$CACHE/debs-sb" && apt-get -o APT::Sandbox::User=root -qq download "$p" >&2) \
+                    || die "apt-get download $p failed (apt-get update first?)"
+                debs=("$CACHE"/debs-sb/"$p"_*.deb)
+            fi
+            dpkg -x "${debs[-1]}" "$d/root"
+            printf '%s %s\n' "$p" "$(dpkg-deb -f "${debs[-1]}" Version)" >>"$d/versions"
+        done
+        touch "$d/.done"
+    fi
+    echo "$d/root"
+}
+
 MODSRC=
 if [[ -n ${FERROCLONE_KERNEL:-} ]]; then
     KERNEL=$FERROCLONE_KERNEL
     [[ -f $KERNEL ]] || die "FERROCLONE_KERNEL=$KERNEL not found"
     KDESC="custom kernel $(basename "$KERNEL")"
+    # A kernel that is not Debian's is not signed: boot it through the unsigned GRUB.
+    SECUREBOOT=${FERROCLONE_SECUREBOOT:-0}
     if [[ -n ${FERROCLONE_MODULES:-} ]]; then
         MODSRC=$(cd "$FERROCLONE_MODULES" && pwd)
     fi
@@ -160,6 +187,7 @@ else
     ((${#kernels[@]} == 1)) || die "expected one vmlinuz in $DEB"
     KERNEL=${kernels[0]}
     KDESC="$KPKG $KPKGVER (Debian)"
+    SECUREBOOT=${FERROCLONE_SECUREBOOT:-1}
 fi
 KVER=
 if [[ -n $MODSRC ]]; then
@@ -249,6 +277,11 @@ RELEASE=$(
     printf 'ferroclone %s (%s)\n' "$VERSION" "$GIT"
     printf 'kernel: %s\n' "$KDESC"
     printf 'busybox: %s (busybox-static %s)\n' "$BB_VER" "$BB_DEB"
+    if [[ $SECUREBOOT == 1 ]]; then
+        printf 'uefi: Secure Boot chain: %s\n' "$(tr '\n' ',' <"$(dirname "$(fetch_secureboot)")/versions" | sed 's/,$//; s/,/, /g')"
+    else
+        printf 'uefi: GRUB %s (grub-mkimage, unsigned)\n' "$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null || echo unknown)"
+    fi
     printf 'built: %s (SOURCE_DATE_EPOCH=%s)\n' "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)" "$SOURCE_DATE_EPOCH"
 )
 printf '%s\n' "$RELEASE" >"$STAGE/etc/ferroclone-release"
@@ -265,7 +298,7 @@ log "packing the initramfs (zstd -19)"
 
 # ---------------------------------------------------------------- ISO tree
 ISO=$WORK/iso
-mkdir -p "$ISO"/{boot/grub,isolinux,EFI/BOOT,etc,.disk}
+mkdir -p "$ISO"/{boot/grub,isolinux,etc,.disk} "$WORK/efi"
 cp "$KERNEL" "$ISO/boot/vmlinuz"
 cp "$WORK/initrd.img" "$ISO/boot/initrd.img"
 cp "$STAGE/etc/ferroclone-release" "$ISO/etc/ferroclone-release"
@@ -328,17 +361,29 @@ EOF
 cp "$ISOLINUX_BIN" "$ISO/isolinux/isolinux.bin"
 cp "$LDLINUX_C32" "$ISO/isolinux/ldlinux.c32"
 
-# GRUB for UEFI, every module built in (no module directory on the medium).
-printf '%s\n' "search --no-floppy --set=root --file $MARKER" \
-    'configfile ($root)/boot/grub/grub.cfg' >"$WORK/embed.cfg"
-grub-mkimage -O x86_64-efi -o "$ISO/EFI/BOOT/BOOTX64.EFI" -p /EFI/BOOT -c "$WORK/embed.cfg" \
-    part_gpt part_msdos iso9660 fat search search_fs_file search_label configfile normal linux \
-    echo test all_video efi_gop efi_uga serial terminal reboot halt efifwsetup
+if [[ $SECUREBOOT == 1 ]]; then
+    # Secure Boot: Microsoft-signed shim -> Debian-signed GRUB (the monolithic CD image, which
+    # finds the medium by /.disk/info and reads /boot/grub/grub.cfg) -> the unmodified
+    # Debian-signed kernel; modules keep Debian's signatures (decompressing keeps them).
+    SB=$(fetch_secureboot)
+    cp "$SB/usr/lib/shim/shimx64.efi.signed" "$WORK/efi/BOOTX64.EFI"
+    cp "$SB/usr/lib/shim/mmx64.efi.signed" "$WORK/efi/mmx64.efi"
+    cp "$SB/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed" "$WORK/efi/grubx64.efi"
+else
+    # GRUB for UEFI, every module built in (no module directory on the medium).
+    printf '%s\n' "search --no-floppy --set=root --file $MARKER" \
+        'configfile ($root)/boot/grub/grub.cfg' >"$WORK/embed.cfg"
+    grub-mkimage -O x86_64-efi -o "$WORK/efi/BOOTX64.EFI" -p /EFI/BOOT -c "$WORK/embed.cfg" \
+        part_gpt part_msdos iso9660 fat search search_fs_file search_label configfile normal linux \
+        echo test all_video efi_gop efi_uga serial terminal reboot halt efifwsetup
+fi
 # The ESP image for the UEFI El Torito entry and the appended partition.
-efi_files=("$ISO"/EFI/BOOT/*)
+# UEFI firmware boots a CD through the El Torito image and a stick through the appended ESP,
+# so the EFI files live only in that FAT image.
+efi_files=("$WORK"/efi/*)
 efi_kib=$(du -kc "${efi_files[@]}" | tail -n1 | cut -f1)
 efi_kib=$(((efi_kib + 512 + 63) / 64 * 64))
-find "$ISO" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find "$ISO" "$WORK/efi" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkfs.vfat --invariant -i 46434c4e -C -n EFIBOOT "$WORK/efiboot.img" "$efi_kib" >/dev/null
 mmd -i "$WORK/efiboot.img" ::/EFI ::/EFI/BOOT
 mcopy -m -i "$WORK/efiboot.img" "${efi_files[@]}" ::/EFI/BOOT/

@@ -18,8 +18,9 @@
 #              ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff
 #           2. UEFI (OVMF), ISO as a USB stick (= dd): ferroclone.run="restore /repo/win
 #              /dev/nvme0n1" onto an empty NVMe disk, ferroclone.after=poweroff
-#   lane B  3. UEFI, ISO as CD, no keys: the interactive start screen appears on the serial
-#              console (the banner of initramfs/ferroclone-console)
+#   lane B  3. UEFI with Secure Boot enforced (OVMF with Microsoft's keys), ISO as CD, no keys:
+#              /init reports Secure Boot on, and the interactive start screen appears on the
+#              serial console (the banner of initramfs/ferroclone-console)
 #           4. the ISO's kernel and initrd booted directly (-kernel/-initrd/-append), a job that
 #              must fail: "FERROCLONE-RESULT: failed: ..." and a power-off
 # Then on the host: `ferroclone verify --against` the source of the image copied out of the
@@ -50,6 +51,8 @@ done
 ACCEL=${QEMU_ACCEL:-tcg}
 OVMF_CODE=${OVMF_CODE:-/usr/share/OVMF/OVMF_CODE_4M.fd}
 OVMF_VARS=${OVMF_VARS:-/usr/share/OVMF/OVMF_VARS_4M.fd}
+OVMF_CODE_SB=${OVMF_CODE_SB:-/usr/share/OVMF/OVMF_CODE_4M.secboot.fd}
+OVMF_VARS_MS=${OVMF_VARS_MS:-/usr/share/OVMF/OVMF_VARS_4M.ms.fd}
 FC=${FERROCLONE:-$ROOT/target/release/ferroclone}
 
 log() { printf 'qemu-e2e: %s\n' "$*" >&2; }
@@ -60,7 +63,7 @@ die() { log "FAIL: $*"; exit 1; }
 for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs; do
     command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"
 done
-for f in "$OVMF_CODE" "$OVMF_VARS"; do [[ -f $f ]] || die "$f not found (package ovmf)"; done
+for f in "$OVMF_CODE" "$OVMF_VARS" "$OVMF_CODE_SB" "$OVMF_VARS_MS"; do [[ -f $f ]] || die "$f not found (package ovmf)"; done
 if [[ ! -x $FC ]]; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
@@ -95,11 +98,12 @@ xorriso -osirrox on -indev "$ISO" -extract /boot/vmlinuz "$WORK/vmlinuz" \
     -extract /boot/initrd.img "$WORK/initrd.img" >/dev/null 2>&1 \
     || die "cannot extract the kernel and initrd from $ISO"
 cp "$OVMF_VARS" "$WORK/vars-2.fd"
-cp "$OVMF_VARS" "$WORK/vars-3.fd"
+cp "$OVMF_VARS_MS" "$WORK/vars-3.fd"
 
 # vm NAME MODE -- QEMU_ARGS...    MODE: job (FERROCLONE-RESULT: ok, then power-off),
 #   fail (FERROCLONE-RESULT: failed, then power-off), interactive (the start screen).
-# Prints the seconds from qemu start to the pass condition.
+# Prints the seconds from qemu start to the pass condition. VM_EXPECT, when set, is a pattern
+# the serial log must also hold.
 vm() {
     local name=$1 mode=$2 logf=$WORK/$1.log t0 pid rc elapsed
     shift 3
@@ -126,6 +130,10 @@ vm() {
         interactive)
             if grep -aq '=== ferroclone rescue environment' "$logf" && grep -aq 'ferroclone' <(grep -aA3 '=== ferroclone rescue environment' "$logf" | tail -n +2); then
                 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
+                if [[ -n ${VM_EXPECT:-} ]] && ! grep -aq -- "$VM_EXPECT" "$logf"; then
+                    log "$name: no '$VM_EXPECT' in the serial log"
+                    return 1
+                fi
                 echo "$elapsed"
                 return 0
             fi
@@ -143,6 +151,10 @@ vm() {
             fail) grep -aq 'FERROCLONE-RESULT: failed: ' "$logf" || { log "$name: powered off without FERROCLONE-RESULT: failed"; return 1; } ;;
             interactive) log "$name: qemu exited before the start screen"; return 1 ;;
             esac
+            if [[ -n ${VM_EXPECT:-} ]] && ! grep -aq -- "$VM_EXPECT" "$logf"; then
+                log "$name: no '$VM_EXPECT' in the serial log"
+                return 1
+            fi
             echo "$elapsed"
             return 0
         fi
@@ -183,9 +195,11 @@ lane_a() {
 }
 lane_b() {
     local s
-    s=$(vm 3-start-uefi-cd interactive -- "${UEFI[@]}" -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-3.fd" \
-        "${CD_Q35[@]}") || return 1
-    log "3-start-uefi-cd: start screen on the serial console after $s s"
+    s=$(VM_EXPECT='UEFI Secure Boot is on' vm 3-start-uefi-sb-cd interactive -- \
+        -machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on \
+        -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE_SB" \
+        -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-3.fd" "${CD_Q35[@]}") || return 1
+    log "3-start-uefi-sb-cd: Secure Boot on, start screen on the serial console after $s s"
     s=$(vm 4-fail-direct fail -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
         -append 'console=ttyS0,115200 loglevel=4 ferroclone.run="info /repo/none" ferroclone.after=poweroff') || return 1
     log "4-fail-direct: failure reported in $s s: $(grep -ao 'FERROCLONE-RESULT: failed.*' "$WORK/4-fail-direct.log" | head -n1 | tr -d '\r')"
@@ -214,4 +228,4 @@ if ! diff -u "$WORK/source.manifest" "$WORK/target.manifest" >"$WORK/manifest.di
     head -n 40 "$WORK/manifest.diff" >&2
     die "the restored disk differs from the source"
 fi
-log "ok: save, restore, start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"
+log "ok: save, restore, Secure Boot start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"
