@@ -23,9 +23,14 @@
 #              serial console (the banner of initramfs/ferroclone-console)
 #           4. the ISO's kernel and initrd booted directly (-kernel/-initrd/-append), a job that
 #              must fail: "FERROCLONE-RESULT: failed: ..." and a power-off
+#           5. the same, with an NFS repository: nfs-ganesha (userspace, NFSv4) serves a
+#              directory of the work dir on 127.0.0.1; the VM's user-mode network is
+#              restricted (nothing leaves this machine) and forwards 10.0.2.100:2049 to it;
+#              ferroclone.repo=nfs://10.0.2.100/export ferroclone.run="save /dev/vda /repo/win"
+#              (DHCP comes up by itself for a network repository)
 # Then on the host: `ferroclone verify --against` the source of the image copied out of the
-# repository (debugfs rdump, no mount), and scripts/disk-manifest.sh of source and restored
-# target must be equal.
+# repository (debugfs rdump, no mount) and of the one saved over NFS, and
+# scripts/disk-manifest.sh of source and restored target must be equal.
 #
 # Environment: QEMU_ACCEL (default tcg; KVM hangs on some machines, so it is never chosen by
 # itself), OVMF_CODE / OVMF_VARS (default Debian's 4M images), FERROCLONE (host binary, default
@@ -60,7 +65,7 @@ die() { log "FAIL: $*"; exit 1; }
 
 [[ $EUID == 0 ]] || die "run as root (disk-manifest.sh reads NTFS through loop devices)"
 [[ -f $ISO ]] || die "$ISO not found; run scripts/build-iso.sh"
-for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs; do
+for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs ganesha.nfsd ss; do
     command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"
 done
 for f in "$OVMF_CODE" "$OVMF_VARS" "$OVMF_CODE_SB" "$OVMF_VARS_MS"; do [[ -f $f ]] || die "$f not found (package ovmf)"; done
@@ -76,7 +81,7 @@ fi
 PIDS=()
 cleanup() {
     local rc=$? p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}" ${NFS_PID:-}; do kill "$p" 2>/dev/null || true; done
     if ((rc == 0 && KEEP == 0)); then
         rm -rf --one-file-system "$WORK"
     else
@@ -168,11 +173,38 @@ vm() {
     done
 }
 
+# An NFSv4 server on 127.0.0.1 (our own process), exporting $WORK/nfs/export as /export.
+start_nfs() {
+    local d=$WORK/nfs i
+    mkdir -p "$d/export" "$d/recovery"
+    for i in $(seq 20); do
+        NFS_PORT=$((20000 + RANDOM % 20000))
+        ss -ltn | grep -q ":$NFS_PORT " || break
+    done
+    cat >"$d/ganesha.conf" <<EOF
+NFS_CORE_PARAM { Protocols = 4; NFS_Port = $NFS_PORT; Bind_addr = 127.0.0.1; Enable_NLM = false; Enable_RQUOTA = false; }
+NFSV4 { Graceless = true; RecoveryRoot = $d/recovery; }
+EXPORT { Export_Id = 1; Path = $d/export; Pseudo = /export; Access_Type = RW; Squash = No_Root_Squash;
+         SecType = sys; Protocols = 4; Transports = TCP; FSAL { Name = VFS; } }
+LOG { Default_Log_Level = EVENT; }
+EOF
+    ganesha.nfsd -F -L "$d/ganesha.log" -f "$d/ganesha.conf" -p "$d/ganesha.pid" -N NIV_EVENT &
+    NFS_PID=$!
+    for i in $(seq 40); do
+        grep -q 'NFS SERVER INITIALIZED' "$d/ganesha.log" 2>/dev/null && return 0
+        kill -0 "$NFS_PID" 2>/dev/null || break
+        sleep 0.5
+    done
+    tail -n 5 "$d/ganesha.log" >&2
+    die "nfs-ganesha did not start"
+}
+
 keys() { # NAME TEXT: a fw_cfg argument with the text in a file (no escaping of commas)
     printf '%s\n' "$2" >"$WORK/$1.keys"
     echo "name=opt/org.ferroclone/cmdline,file=$WORK/$1.keys"
 }
 BIOS=(-machine pc)
+NONET=(-nic none)
 UEFI=(-machine q35 -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE")
 CD_BIOS=(-drive "file=$ISO,media=cdrom,if=none,id=cd,readonly=on" -device ide-cd,drive=cd,bus=ide.1,bootindex=0)
 CD_Q35=(-drive "file=$ISO,media=cdrom,if=none,id=cd,readonly=on" -device ide-cd,drive=cd,bootindex=0)
@@ -185,10 +217,10 @@ TGT=(-drive "file=$WORK/target.img,format=raw,if=none,id=tgt" -device nvme,drive
 
 lane_a() {
     local s
-    s=$(vm 1-save-bios-cd job -- "${BIOS[@]}" "${CD_BIOS[@]}" "${SRC[@]}" "${REPO[@]}" \
+    s=$(vm 1-save-bios-cd job -- "${NONET[@]}" "${BIOS[@]}" "${CD_BIOS[@]}" "${SRC[@]}" "${REPO[@]}" \
         -fw_cfg "$(keys 1 'ferroclone.repo=LABEL=REPO ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff')") || return 1
     log "1-save-bios-cd: ok in $s s"
-    s=$(vm 2-restore-uefi-usb job -- "${UEFI[@]}" -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-2.fd" \
+    s=$(vm 2-restore-uefi-usb job -- "${NONET[@]}" "${UEFI[@]}" -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-2.fd" \
         "${STICK[@]}" "${REPO[@]}" "${TGT[@]}" \
         -fw_cfg "$(keys 2 'ferroclone.repo=LABEL=REPO ferroclone.run="restore /repo/win /dev/nvme0n1" ferroclone.after=poweroff')") || return 1
     log "2-restore-uefi-usb: ok in $s s"
@@ -200,11 +232,16 @@ lane_b() {
         -drive "if=pflash,format=raw,unit=0,readonly=on,file=$OVMF_CODE_SB" \
         -drive "if=pflash,format=raw,unit=1,file=$WORK/vars-3.fd" "${CD_Q35[@]}") || return 1
     log "3-start-uefi-sb-cd: Secure Boot on, start screen on the serial console after $s s"
-    s=$(vm 4-fail-direct fail -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
+    s=$(vm 4-fail-direct fail -- "${NONET[@]}" "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" \
         -append 'console=ttyS0,115200 loglevel=4 ferroclone.run="info /repo/none" ferroclone.after=poweroff') || return 1
     log "4-fail-direct: failure reported in $s s: $(grep -ao 'FERROCLONE-RESULT: failed.*' "$WORK/4-fail-direct.log" | head -n1 | tr -d '\r')"
+    s=$(vm 5-save-nfs job -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" "${SRC[@]}" \
+        -nic "user,model=virtio-net-pci,restrict=on,guestfwd=tcp:10.0.2.100:2049-tcp:127.0.0.1:$NFS_PORT" \
+        -append 'console=ttyS0,115200 loglevel=4 ferroclone.repo=nfs://10.0.2.100/export ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff') || return 1
+    log "5-save-nfs: ok in $s s"
 }
 
+start_nfs
 log "booting (accel $ACCEL, $TIMEOUT s per boot); serial logs in $WORK"
 lane_a &
 PIDS+=($!)
@@ -221,11 +258,13 @@ log "checking on the host"
 mkdir -p "$WORK/out"
 debugfs -R "rdump /win $WORK/out" "$WORK/repo.img" >/dev/null 2>&1
 [[ -d $WORK/out/win ]] || die "no image /win in the repository"
-"$FC" verify "$WORK/out/win" --against "$SOURCE" >&2 || die "ferroclone verify failed"
+"$FC" --quiet verify "$WORK/out/win" --against "$SOURCE" >&2 || die "ferroclone verify failed"
+[[ -d $WORK/nfs/export/win ]] || die "no image win in the NFS export"
+"$FC" --quiet verify "$WORK/nfs/export/win" --against "$SOURCE" >&2 || die "ferroclone verify of the NFS image failed"
 "$ROOT/scripts/disk-manifest.sh" "$SOURCE" "$WORK/source.manifest"
 "$ROOT/scripts/disk-manifest.sh" "$WORK/target.img" "$WORK/target.manifest"
 if ! diff -u "$WORK/source.manifest" "$WORK/target.manifest" >"$WORK/manifest.diff"; then
     head -n 40 "$WORK/manifest.diff" >&2
     die "the restored disk differs from the source"
 fi
-log "ok: save, restore, Secure Boot start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"
+log "ok: save (local and NFS), restore, Secure Boot start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"

@@ -36,6 +36,26 @@ pub enum RepoSpec {
     Label(String),
     /// A filesystem UUID or serial: `UUID=x`.
     Uuid(String),
+    /// An NFS export: `nfs://host[:port]/path`.
+    Nfs {
+        /// Server name or address.
+        host: String,
+        /// Server port, when not 2049.
+        port: Option<u16>,
+        /// Exported path (starts with `/`).
+        path: String,
+    },
+    /// An SMB share: `smb://[user[:password]@]host/share` (`%XX` escapes allowed).
+    Smb {
+        /// User name; empty = guest.
+        user: String,
+        /// Password.
+        password: String,
+        /// Server name or address.
+        host: String,
+        /// Share name.
+        share: String,
+    },
 }
 
 impl fmt::Display for RepoSpec {
@@ -44,14 +64,81 @@ impl fmt::Display for RepoSpec {
             RepoSpec::Device(p) => write!(f, "{}", p.display()),
             RepoSpec::Label(l) => write!(f, "LABEL={l}"),
             RepoSpec::Uuid(u) => write!(f, "UUID={u}"),
+            RepoSpec::Nfs {
+                host,
+                port: Some(p),
+                path,
+            } => write!(f, "nfs://{host}:{p}{path}"),
+            RepoSpec::Nfs { host, path, .. } => write!(f, "nfs://{host}{path}"),
+            RepoSpec::Smb {
+                user, host, share, ..
+            } => {
+                // The password is never shown.
+                if user.is_empty() {
+                    write!(f, "smb://{host}/{share}")
+                } else {
+                    write!(f, "smb://{user}@{host}/{share}")
+                }
+            }
         }
     }
 }
 
 impl RepoSpec {
-    /// Parses `/dev/X`, `LABEL=x` or `UUID=x`.
+    /// True for NFS and SMB repositories (the network must be up first).
+    pub fn is_network(&self) -> bool {
+        matches!(self, RepoSpec::Nfs { .. } | RepoSpec::Smb { .. })
+    }
+
+    /// Parses `/dev/X`, `LABEL=x`, `UUID=x`, `nfs://host/path` or
+    /// `smb://[user[:password]@]host/share`.
     pub fn parse(s: &str) -> Result<RepoSpec, String> {
         let s = s.trim();
+        if let Some(rest) = strip_prefix_ci(s, "nfs://") {
+            let (hostport, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (host, port) = match hostport.split_once(':') {
+                Some((h, p)) => match p.parse::<u16>() {
+                    Ok(p) if p > 0 => (h, Some(p)),
+                    _ => return Err(format!("{s:?}: {p:?} is not a port number")),
+                },
+                None => (hostport, None),
+            };
+            if host.is_empty() || path.is_empty() || !valid_host(host) {
+                return Err(format!("{s:?} is not nfs://host[:port]/path"));
+            }
+            return Ok(RepoSpec::Nfs {
+                host: host.to_string(),
+                port,
+                path: format!("/{}", percent_decode(path)?),
+            });
+        }
+        if let Some(rest) = strip_prefix_ci(s, "smb://").or_else(|| strip_prefix_ci(s, "cifs://")) {
+            let (auth, hostshare) = match rest.rsplit_once('@') {
+                Some((a, h)) => (Some(a), h),
+                None => (None, rest),
+            };
+            let (host, share) = hostshare.split_once('/').unwrap_or((hostshare, ""));
+            let share = share.trim_end_matches('/');
+            if host.is_empty() || share.is_empty() || share.contains('/') || !valid_host(host) {
+                return Err(format!(
+                    "{:?} is not smb://[user[:password]@]host/share",
+                    hide_password(s)
+                ));
+            }
+            let (user, password) = match auth {
+                None => (String::new(), String::new()),
+                Some(a) => {
+                    let (u, p) = a.split_once(':').unwrap_or((a, ""));
+                    (percent_decode(u)?, percent_decode(p)?)
+                }
+            };
+            return Ok(RepoSpec::Smb {
+                user,
+                password,
+                host: host.to_string(),
+                share: percent_decode(share)?,
+            });
+        }
         if let Some(l) = strip_prefix_ci(s, "LABEL=") {
             if l.is_empty() {
                 return Err("ferroclone.repo=LABEL= needs a label".into());
@@ -68,9 +155,51 @@ impl RepoSpec {
             return Ok(RepoSpec::Device(PathBuf::from(s)));
         }
         Err(format!(
-            "ferroclone.repo={s:?} is not a device (/dev/…), LABEL=… or UUID=…"
+            "{:?} is not a device (/dev/…), LABEL=…, UUID=…, nfs://host/path or smb://host/share",
+            hide_password(s)
         ))
     }
+}
+
+fn valid_host(h: &str) -> bool {
+    h.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// `smb://user:secret@host/share` -> `smb://user:***@host/share`, for error messages.
+fn hide_password(s: &str) -> String {
+    match (s.find("://"), s.rfind('@')) {
+        (Some(a), Some(b)) if b > a => {
+            let auth = &s[a + 3..b];
+            match auth.split_once(':') {
+                Some((u, _)) => format!("{}{u}:***{}", &s[..a + 3], &s[b..]),
+                None => s.to_string(),
+            }
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Decodes `%XX` escapes (so a password can hold `@`, `:`, `/` or spaces).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| "a % in a URL must be followed by two hex digits".to_string())?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a %-escape in a URL is not UTF-8".to_string())
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -177,7 +306,11 @@ impl BootConfig {
             u8::from(self.run.is_some() || !self.errors.is_empty()),
             self.after,
             self.settle.unwrap_or(DEFAULT_SETTLE),
-            if self.dhcp { "dhcp" } else { "none" },
+            if self.dhcp || self.repo.as_ref().is_some_and(RepoSpec::is_network) {
+                "dhcp"
+            } else {
+                "none"
+            },
             u8::from(self.repo.is_some()),
         )
     }
@@ -406,7 +539,62 @@ mod tests {
             RepoSpec::parse("UUID=1234-ABCD").unwrap(),
             RepoSpec::Uuid("1234-ABCD".into())
         );
-        for bad in ["", "LABEL=", "UUID=", "sdb1", "/dev/", "nfs://h/p"] {
+        assert_eq!(
+            RepoSpec::parse("nfs://10.0.2.2/srv/images").unwrap(),
+            RepoSpec::Nfs {
+                host: "10.0.2.2".into(),
+                port: None,
+                path: "/srv/images".into()
+            }
+        );
+        let n = RepoSpec::parse("nfs://nas:20490/export").unwrap();
+        assert_eq!(
+            n,
+            RepoSpec::Nfs {
+                host: "nas".into(),
+                port: Some(20490),
+                path: "/export".into()
+            }
+        );
+        assert_eq!(n.to_string(), "nfs://nas:20490/export");
+        let smb = RepoSpec::parse("smb://bob:p%40ss:w@nas.lan/backups/").unwrap();
+        assert_eq!(
+            smb,
+            RepoSpec::Smb {
+                user: "bob".into(),
+                password: "p@ss:w".into(),
+                host: "nas.lan".into(),
+                share: "backups".into()
+            }
+        );
+        assert_eq!(smb.to_string(), "smb://bob@nas.lan/backups");
+        assert!(smb.is_network());
+        assert_eq!(
+            RepoSpec::parse("smb://srv/share").unwrap(),
+            RepoSpec::Smb {
+                user: String::new(),
+                password: String::new(),
+                host: "srv".into(),
+                share: "share".into()
+            }
+        );
+        let e = RepoSpec::parse("smb://bob:secret@srv").unwrap_err();
+        assert!(e.contains("bob:***@srv") && !e.contains("secret"), "{e}");
+        for bad in [
+            "",
+            "LABEL=",
+            "UUID=",
+            "sdb1",
+            "/dev/",
+            "nfs://h",
+            "nfs:///p",
+            "nfs://a b/p",
+            "nfs://h:0/p",
+            "nfs://h:x/p",
+            "smb://h/a/b",
+            "smb://u:%zz@h/s",
+            "ftp://h/p",
+        ] {
             assert!(RepoSpec::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(RepoSpec::Label("R".into()).to_string(), "LABEL=R");
@@ -429,6 +617,13 @@ mod tests {
         assert!(c.to_env().starts_with("FERROCLONE_RUN=1\n"));
         let c = BootConfig::parse(&["ferroclone.settle=601"]);
         assert_eq!(c.errors.len(), 1);
+    }
+
+    #[test]
+    fn a_network_repository_turns_dhcp_on() {
+        let c = BootConfig::parse(&["ferroclone.repo=nfs://10.0.2.2/export"]);
+        assert!(!c.dhcp);
+        assert!(c.to_env().contains("FERROCLONE_NET=dhcp\n"));
     }
 
     #[test]

@@ -110,6 +110,13 @@ pub fn unattended(cfg: &BootConfig) -> (Exit, Result<(), String>) {
     };
     let mounted = match &cfg.repo {
         None => false,
+        Some(spec) if spec.is_network() => {
+            eprintln!("ferroclone boot: mounting repository {spec} at {REPO_DIR}");
+            if let Err(e) = repo::mount_network(spec, Path::new(REPO_DIR), REPO_WAIT) {
+                return (Exit::Failed, Err(e));
+            }
+            true
+        }
         Some(spec) => {
             eprintln!("ferroclone boot: waiting for repository {spec}");
             let mounted = repo::wait_for(spec, REPO_WAIT).and_then(|c| {
