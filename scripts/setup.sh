@@ -18,6 +18,7 @@ PACKAGES=(
     busybox-static cpio kmod xz-utils debian-archive-keyring
     xorriso isolinux syslinux-common grub-common grub-efi-amd64-bin
     qemu-system-x86 ovmf
+    nfs-ganesha nfs-ganesha-vfs iproute2      # a userspace NFS server for the NFS repository boot
 )
 
 missing=()
