@@ -11,6 +11,7 @@ PACKAGES=(
     partclone                                # cross-check of used-block counts
     zstd lz4 openssl python3                 # fixture data and peers
     tmux                                     # the TUI end-to-end test
+    python3-fusepy fuse3                     # the failing-disk FUSE server of the fault tests
     # the rescue ISO (scripts/build-iso.sh) and its qemu end-to-end test (scripts/qemu-e2e.sh).
     # The kernel is not installed: build-iso.sh fetches Debian's bookworm-backports kernel .deb
     # with `apt-get download` through its own apt configuration under target/iso-cache (the

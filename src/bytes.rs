@@ -1,5 +1,14 @@
 //! Little- and big-endian field readers that never panic: a field outside the buffer is `None`.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 /// `N` bytes at `off`, or `None` when the buffer is too short.
 pub fn arr<const N: usize>(buf: &[u8], off: usize) -> Option<[u8; N]> {
     let end = off.checked_add(N)?;
@@ -79,7 +88,7 @@ pub fn utf16_field(buf: &[u8], off: usize, len: usize) -> String {
     let field = buf.get(off..end).unwrap_or(&[]);
     let units: Vec<u16> = field
         .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .filter_map(|c| le16(c, 0))
         .take_while(|&u| u != 0)
         .collect();
     String::from_utf16_lossy(&units)

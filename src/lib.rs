@@ -7,6 +7,7 @@
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
 //! - [`boot`]: the rescue environment's unattended mode (kernel command line).
+//! - [`tui`]: the interactive wizard (ratatui): state, screens, jobs on worker threads.
 //!
 //! Policy: no byte sequence from a disk or an image makes this crate panic, loop forever or
 //! allocate without bound; errors say what and where.
@@ -18,3 +19,4 @@ pub mod disk;
 pub mod engine;
 pub mod fs;
 pub mod image;
+pub mod tui;

@@ -3,42 +3,10 @@
 //! (partition table, boot area, every file's SHA-256) and each filesystem's checker; damaged
 //! images; refusals.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::common::{fc_ok, fc_run, pattern_file, root, sh, sha256_file, tempdir};
-
-/// A fixture disk built once per run of the suite (cached under target/ by the hash of the
-/// scripts that make it). Tests only read fixtures.
-fn fixture(kind: &str, size_mib: u32) -> PathBuf {
-    static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    let key = format!("{kind}-{size_mib}");
-    if let Some(p) = cache.get(&key) {
-        return p.clone();
-    }
-    let r = root();
-    let hash = sh(&format!(
-        "cat '{0}/scripts/mkdisk.sh' '{0}/scripts/lib-loop.sh' | sha256sum | cut -c1-12",
-        r.display()
-    ));
-    let dir = r.join("target/test-fixtures");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{key}-{}.img", hash.trim()));
-    if !path.exists() {
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
-        sh(&format!(
-            "'{}/scripts/mkdisk.sh' {kind} '{}' {size_mib}",
-            r.display(),
-            tmp.display()
-        ));
-        std::fs::rename(&tmp, &path).unwrap();
-    }
-    cache.insert(key, path.clone());
-    path
-}
+use crate::common::{fc_ok, fc_run, fixture, pattern_file, root, sh, sha256_file, tempdir};
 
 fn manifest(disk: &Path) -> String {
     let out = tempfile::NamedTempFile::new().unwrap();
@@ -100,13 +68,15 @@ fn check_partition(disk: &Path, n: u64, check: &str) {
     sh(&format!("{check} '{}'", part.display()));
 }
 
-/// save → verify → restore into a new file → everything equal.
-fn round_trip(kind: &str, size_mib: u32, checks: &[(u64, &str)]) {
+/// save → verify → restore into a new file → everything equal. Returns `info --json`.
+fn round_trip(kind: &str, size_mib: u32, checks: &[(u64, &str)]) -> serde_json::Value {
     let src = fixture(kind, size_mib);
     let dir = tempdir();
     let img = dir.path().join("img");
     let out = dir.path().join("restored.img");
     fc_ok(&["save", s(&src), s(&img)]);
+    let info: serde_json::Value =
+        serde_json::from_str(&fc_ok(&["info", s(&img), "--json"])).unwrap();
     let v = fc_ok(&["verify", s(&img), "--against", s(&src)]);
     assert!(v.contains("sound"), "{v}");
     fc_ok(&["restore", s(&img), s(&out)]);
@@ -161,20 +131,64 @@ fn round_trip(kind: &str, size_mib: u32, checks: &[(u64, &str)]) {
     for &(n, check) in checks {
         check_partition(&out, n, check);
     }
+    info
+}
+
+/// The stored partitions' modes, and stored vs. image bytes, by partition number.
+fn modes(info: &serde_json::Value) -> Vec<(u64, String, u64, u64)> {
+    info["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["number"].as_u64().unwrap(),
+                p["mode"].as_str().unwrap().to_string(),
+                p["stored_bytes"].as_u64().unwrap(),
+                p["image_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn windows_gpt_disk_round_trips() {
-    round_trip(
+    let info = round_trip(
         "windows",
         1024,
         &[(1, "fsck.vfat -n"), (3, "ntfsfix -n"), (4, "ntfsfix -n")],
+    );
+    // Only used data is stored: the filesystems are imaged by their maps (the MSR raw), the
+    // stored bytes are what inspect calls used, and stale data in C:'s free space is not there.
+    let src = inspect(&fixture("windows", 1024));
+    let m = modes(&info);
+    let want = ["used", "raw", "used", "used"];
+    for ((n, mode, stored, image), w) in m.iter().zip(want) {
+        assert_eq!(mode, w, "partition {n}");
+        let part = &src["partitions"].as_array().unwrap()[(*n - 1) as usize];
+        assert_eq!(
+            *stored,
+            part["used_bytes"].as_u64().unwrap(),
+            "partition {n}"
+        );
+        assert!(
+            image <= stored,
+            "partition {n}: image {image} > stored {stored}"
+        );
+    }
+    let c = &src["partitions"][2];
+    assert!(
+        c["used_bytes"].as_u64().unwrap() < c["size_bytes"].as_u64().unwrap() / 2,
+        "C: should be less than half used: {c}"
     );
 }
 
 #[test]
 fn legacy_mbr_disk_with_logical_partitions_round_trips() {
-    round_trip("legacy", 512, &[(1, "e2fsck -fn"), (5, "e2fsck -fn")]);
+    let info = round_trip("legacy", 512, &[(1, "e2fsck -fn"), (5, "e2fsck -fn")]);
+    let m = modes(&info);
+    assert!(m.iter().all(|p| p.1 == "used"), "{m:?}");
+    assert_eq!(m[2].2, 4096, "swap: only the header page is stored");
     let src = fixture("legacy", 512);
     let j = inspect(&src);
     let nums: Vec<u64> = j["partitions"]

@@ -4,6 +4,7 @@
 mod common;
 
 mod e2e;
+mod faults;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;
@@ -11,3 +12,4 @@ mod fs_fat;
 mod fs_ntfs;
 mod fs_xfs;
 mod imaging;
+mod tui;

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         _ => Encoding::Zero,
     };
     let len = 1 + u32::from(sel) * 4099 % (1 << 20);
-    let empty = FileRef { file: String::new(), size: 0, crc32: 0 };
+    let empty = FileRef { file: String::new(), size: 0, crc32: 0, sha256: String::new() };
     let stream = StreamInfo {
         name: "p1".into(),
         base: 0,

@@ -223,17 +223,22 @@ pub fn run(cli: Cli) -> Result<Exit> {
     let threads = cli.threads.unwrap_or_else(default_threads).max(1);
     let printer = Printer::new(cli.quiet);
     let Some(command) = cli.command else {
+        if std::io::stdin().is_terminal() && std::io::stdout().is_terminal() {
+            return crate::tui::run(crate::tui::TuiArgs {
+                threads,
+                ..Default::default()
+            });
+        }
         bail!(UsageError(
-            "no command given; try `ferroclone --help` (the interactive wizard is not available yet)".into()
+            "no command given; try `ferroclone --help` (on a terminal, `ferroclone` alone opens \
+             the interactive wizard)"
+                .into()
         ));
     };
     match command {
         Command::List { json } => list(json),
         Command::Inspect { source, json } => inspect(&source, json),
         Command::Save(a) => {
-            if a.rescue {
-                bail!("--rescue is not available yet");
-            }
             let volume_size = a.split.unwrap_or(crate::image::format::DEFAULT_VOLUME_SIZE);
             if volume_size < MIN_VOLUME_SIZE {
                 bail!(UsageError(format!(
@@ -247,6 +252,7 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 volume_size,
                 verify: !a.no_verify,
                 threads,
+                rescue: a.rescue,
                 ..SavePlan::new(&a.source, &a.image)
             };
             let t0 = Instant::now();
@@ -265,6 +271,15 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 human_bytes((r.read_bytes as f64 / secs.max(0.001)) as u64),
                 if plan.verify { ", verified" } else { "" }
             );
+            let bad = &r.manifest.bad_ranges;
+            if !bad.is_empty() {
+                let bytes: u64 = bad.iter().map(|b| b.length).sum();
+                println!(
+                    "{} unreadable ranges ({bytes} bytes) were stored as zeros; `ferroclone info` lists them",
+                    bad.len()
+                );
+                return Ok(Exit::Rescued);
+            }
             Ok(Exit::Ok)
         }
         Command::Restore(a) => {
@@ -323,10 +338,29 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 },
                 t0.elapsed().as_secs_f64()
             );
+            for b in &r.bad_ranges {
+                println!(
+                    "note: {} bytes at source byte {:#x} ({}) were unreadable at save and are zeros",
+                    b.length, b.offset, b.stream
+                );
+            }
             Ok(Exit::Ok)
         }
         Command::Info { image, json } => info(&image, json),
-        Command::Tui { .. } => bail!("the interactive wizard is not available yet"),
+        Command::Tui { disk, repo } => {
+            if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+                bail!(UsageError(
+                    "the wizard needs a terminal on stdin and stdout; use the other commands \
+                     in scripts"
+                        .into()
+                ));
+            }
+            crate::tui::run(crate::tui::TuiArgs {
+                disks: disk,
+                repo,
+                threads,
+            })
+        }
         Command::Boot(a) => crate::boot::main(&a),
     }
 }
@@ -510,9 +544,11 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
             "id": m.id,
             "created": m.created,
             "tool": m.tool,
+            "manifest_sha256": image.manifest_sha256(),
             "source": m.source,
             "partitions": parts,
             "parent": m.parent,
+            "bad_ranges": m.bad_ranges,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(Exit::Ok);
@@ -523,6 +559,7 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         m.version
     );
     println!("created: {} by {}", m.created, m.tool);
+    println!("sha256:  {} (manifest.json)", image.manifest_sha256());
     println!(
         "source:  {}, {}, {} table, {}-byte sectors{}{}",
         m.source.path,
@@ -564,5 +601,11 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
     let total: u64 = m.streams.iter().map(|s| s.image_bytes).sum();
     let vols: usize = m.streams.iter().map(|s| s.volumes.len()).sum();
     println!("total:   {} in {vols} volumes", human_bytes(total));
+    for b in &m.bad_ranges {
+        println!(
+            "unreadable at save, stored as zeros: {} bytes at source byte {:#x} ({})",
+            b.length, b.offset, b.stream
+        );
+    }
     Ok(Exit::Ok)
 }

@@ -32,3 +32,14 @@ pub fn physical_sector_size(file: &File) -> io::Result<u32> {
     unsafe { blkpbszget(file.as_raw_fd(), &mut v) }.map_err(io::Error::from)?;
     Ok(v)
 }
+
+/// Starts writeback of the dirty pages of `file` in `[offset, offset + len)` (`len` 0 = to the
+/// end) without waiting (sync_file_range with SYNC_FILE_RANGE_WRITE), so that a later fsync
+/// has little left to do. Advice only: errors are ignored.
+pub fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: plain syscall on an open descriptor; no memory is passed.
+    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+}

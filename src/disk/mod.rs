@@ -3,7 +3,7 @@
 //! Everything reads a partition by offset from the whole disk: partition device nodes are never
 //! used (they do not exist without udev, and a whole-disk view is what a restore writes anyway).
 
-mod ioctl;
+pub(crate) mod ioctl;
 pub mod sysfs;
 pub mod table;
 
@@ -34,6 +34,8 @@ pub trait BlockDev: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Starts writing dirty data back without waiting (advice; default: nothing).
+    fn start_writeback(&self) {}
 }
 
 /// A disk backed by a regular file or a block device.
@@ -193,6 +195,10 @@ impl BlockDev for FileDisk {
 
     fn sync(&self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    fn start_writeback(&self) {
+        ioctl::start_writeback(&self.file, 0, 0);
     }
 }
 

@@ -6,6 +6,15 @@
 //! to bound every allocation and loop (EBR chains), and to never panic on hostile bytes
 //! (mbrman's `Index` panics; gpt defaults to 512-byte sectors). See docs/ARCHITECTURE.md.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use std::fmt;
 
 use serde::Serialize;
@@ -154,7 +163,14 @@ fn read(disk: &Region<'_>, offset: u64, len: u64) -> Result<Vec<u8>, TableError>
 /// Reads the partition table of `disk` (a whole-disk region) with its logical sector size.
 pub fn read_table(disk: &Region<'_>) -> Result<PartitionTable, TableError> {
     let ss = u64::from(disk.logical_sector());
-    if disk.len() < ss * 2 {
+    if !(512..=65536).contains(&ss) || !ss.is_power_of_two() {
+        return Err(TableError::Corrupt {
+            what: "disk",
+            offset: 0,
+            detail: format!("logical sector size {ss} is not a power of two from 512 to 65536"),
+        });
+    }
+    if disk.len() < ss.saturating_mul(2) {
         return Ok(no_table(disk.len(), ss));
     }
     let mbr = read(disk, 0, ss)?;
@@ -165,7 +181,7 @@ pub fn read_table(disk: &Region<'_>) -> Result<PartitionTable, TableError> {
         return read_gpt(disk, &mbr);
     }
     // A backup GPT at the end with a wiped start still means GPT.
-    if has_55aa && looks_like_mbr(&mbr, disk.len() / ss) {
+    if has_55aa && looks_like_mbr(&mbr, disk.len().checked_div(ss).unwrap_or(0)) {
         return read_mbr(disk, &mbr);
     }
     Ok(no_table(disk.len(), ss))
@@ -174,7 +190,7 @@ pub fn read_table(disk: &Region<'_>) -> Result<PartitionTable, TableError> {
 fn no_table(len: u64, ss: u64) -> PartitionTable {
     PartitionTable {
         kind: TableKind::None,
-        sector_size: ss as u32,
+        sector_size: u32::try_from(ss).unwrap_or(0),
         disk_id: None,
         partitions: if len > 0 {
             vec![Partition {
@@ -205,16 +221,16 @@ struct MbrEntry {
 }
 
 fn mbr_entries(sector: &[u8]) -> [MbrEntry; 4] {
-    let entry = |i: usize| {
-        let base = 446 + i * 16;
+    let entry = |base: usize| {
+        let e = sector.get(base..).unwrap_or(&[]);
         MbrEntry {
-            status: sector.get(base).copied().unwrap_or(0),
-            ptype: sector.get(base + 4).copied().unwrap_or(0),
-            lba: le32(sector, base + 8).unwrap_or(0),
-            sectors: le32(sector, base + 12).unwrap_or(0),
+            status: e.first().copied().unwrap_or(0),
+            ptype: e.get(4).copied().unwrap_or(0),
+            lba: le32(e, 8).unwrap_or(0),
+            sectors: le32(e, 12).unwrap_or(0),
         }
     };
-    [entry(0), entry(1), entry(2), entry(3)]
+    [entry(446), entry(462), entry(478), entry(494)]
 }
 
 /// A boot sector of a filesystem also ends in 55AA; an MBR has sane status bytes, at least one
@@ -259,9 +275,10 @@ fn read_mbr(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
         if e.ptype == 0 || e.sectors == 0 {
             continue;
         }
-        let number = i as u32 + 1;
-        let start = u64::from(e.lba) * ss;
-        let size = u64::from(e.sectors) * ss;
+        let number = u32::try_from(i).unwrap_or(0).saturating_add(1);
+        // 32-bit LBAs times a sector size of at most 64 KiB: no overflow.
+        let start = u64::from(e.lba).saturating_mul(ss);
+        let size = u64::from(e.sectors).saturating_mul(ss);
         if is_extended(e.ptype) {
             if extended.is_some() {
                 return Err(TableError::BadPartition {
@@ -292,7 +309,7 @@ fn read_mbr(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
     parts.sort_by_key(|p| p.number);
     let mut table = PartitionTable {
         kind: TableKind::Mbr,
-        sector_size: ss as u32,
+        sector_size: u32::try_from(ss).unwrap_or(0),
         disk_id: le32(mbr, 440).map(|s| format!("0x{s:08x}")),
         partitions: parts,
         extended,
@@ -320,14 +337,14 @@ fn read_ebr_chain(
         if seen.contains(&ebr_lba) {
             return Err(TableError::Corrupt {
                 what: "EBR chain",
-                offset: ebr_lba * ss,
+                offset: ebr_lba.saturating_mul(ss),
                 detail: "the chain loops back to an EBR already read".into(),
             });
         }
         if seen.len() >= MAX_LOGICAL {
             return Err(TableError::Corrupt {
                 what: "EBR chain",
-                offset: ebr_lba * ss,
+                offset: ebr_lba.saturating_mul(ss),
                 detail: format!("more than {MAX_LOGICAL} logical partitions"),
             });
         }
@@ -339,33 +356,34 @@ fn read_ebr_chain(
             });
         }
         seen.push(ebr_lba);
-        let sector = read(disk, ebr_lba * ss, ss)?;
+        let at = ebr_lba.saturating_mul(ss);
+        let sector = read(disk, at, ss)?;
         if le16(&sector, 510) != Some(0xAA55) {
             return Err(TableError::Corrupt {
                 what: "EBR",
-                offset: ebr_lba * ss,
+                offset: at,
                 detail: "missing 55AA signature".into(),
             });
         }
-        areas.push((ebr_lba * ss, ss));
+        areas.push((at, ss));
         let [logical, next, ..] = mbr_entries(&sector);
         if logical.ptype != 0 && logical.sectors != 0 {
-            let start_lba = ebr_lba + u64::from(logical.lba);
+            let start_lba = ebr_lba.saturating_add(u64::from(logical.lba));
             parts.push(Partition {
                 number,
-                start: start_lba * ss,
-                size: u64::from(logical.sectors) * ss,
+                start: start_lba.saturating_mul(ss),
+                size: u64::from(logical.sectors).saturating_mul(ss),
                 type_id: format!("0x{:02x}", logical.ptype),
                 name: String::new(),
                 guid: None,
                 bootable: logical.status == 0x80,
             });
-            number += 1;
+            number = number.saturating_add(1);
         }
         if next.ptype == 0 || next.lba == 0 {
             return Ok(());
         }
-        ebr_lba = ext_lba + u64::from(next.lba);
+        ebr_lba = ext_lba.saturating_add(u64::from(next.lba));
     }
 }
 
@@ -386,12 +404,17 @@ fn parse_gpt_header(buf: &[u8], at: u64) -> Result<GptHeader, String> {
         return Err("no EFI PART signature".into());
     }
     let hsize = le32(buf, 12).ok_or("short header")?;
-    if !(92..=buf.len() as u32).contains(&hsize) {
+    if !(92..=buf.len()).contains(&usize::try_from(hsize).unwrap_or(usize::MAX)) {
         return Err(format!("header size {hsize} out of range"));
     }
     let stored = le32(buf, 16).ok_or("short header")?;
-    let mut copy = buf.get(..hsize as usize).ok_or("short header")?.to_vec();
-    copy[16..20].fill(0);
+    let mut copy = buf
+        .get(..usize::try_from(hsize).unwrap_or(usize::MAX))
+        .ok_or("short header")?
+        .to_vec();
+    if let Some(field) = copy.get_mut(16..20) {
+        field.fill(0);
+    }
     let actual = crc32fast::hash(&copy);
     if stored != actual {
         return Err(format!(
@@ -418,7 +441,7 @@ fn parse_gpt_header(buf: &[u8], at: u64) -> Result<GptHeader, String> {
     if h.entry_size < 128 || h.entry_size % 8 != 0 {
         return Err(format!("entry size {} invalid", h.entry_size));
     }
-    if u64::from(h.num_entries) * u64::from(h.entry_size) > MAX_GPT_ARRAY_BYTES {
+    if u64::from(h.num_entries).saturating_mul(u64::from(h.entry_size)) > MAX_GPT_ARRAY_BYTES {
         return Err(format!(
             "partition array of {} entries too large",
             h.num_entries
@@ -432,12 +455,13 @@ fn parse_gpt_header(buf: &[u8], at: u64) -> Result<GptHeader, String> {
 
 fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError> {
     let ss = u64::from(disk.logical_sector());
-    let last_lba = disk.len() / ss - 1;
+    let last_lba = disk.len().checked_div(ss).unwrap_or(0).saturating_sub(1);
     let primary = read(disk, ss, ss)?;
     let mut warnings = Vec::new();
     let try_header = |buf: &[u8], lba: u64| -> Result<(GptHeader, Vec<u8>), String> {
         let h = parse_gpt_header(buf, lba)?;
-        let array_len = u64::from(h.num_entries) * u64::from(h.entry_size);
+        // Bounded by MAX_GPT_ARRAY_BYTES in parse_gpt_header.
+        let array_len = u64::from(h.num_entries).saturating_mul(u64::from(h.entry_size));
         let array_end = h
             .entries_lba
             .checked_mul(ss)
@@ -450,7 +474,10 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
             ));
         }
         let array = disk
-            .read_vec(h.entries_lba * ss, array_len as usize)
+            .read_vec(
+                h.entries_lba.saturating_mul(ss),
+                usize::try_from(array_len).unwrap_or(usize::MAX),
+            )
             .map_err(|e| format!("reading the partition array: {e}"))?;
         let crc = crc32fast::hash(&array);
         if crc != h.entries_crc {
@@ -465,7 +492,7 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
         Ok((h, a)) => {
             // Check the backup too, to warn early.
             let alt = h.alt_lba.min(last_lba);
-            let backup_ok = read(disk, alt * ss, ss)
+            let backup_ok = read(disk, alt.saturating_mul(ss), ss)
                 .ok()
                 .map(|b| try_header(&b, alt).is_ok())
                 .unwrap_or(false);
@@ -483,7 +510,7 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
             (h, a, "primary")
         }
         Err(primary_err) => {
-            let backup = read(disk, last_lba * ss, ss)?;
+            let backup = read(disk, last_lba.saturating_mul(ss), ss)?;
             match try_header(&backup, last_lba) {
                 Ok((h, a)) => {
                     warnings.push(format!(
@@ -509,14 +536,15 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
         warnings.push("hybrid MBR: the protective MBR also lists partitions".into());
     }
     let mut parts = Vec::new();
-    for (i, e) in array.chunks_exact(header.entry_size as usize).enumerate() {
+    let entry_size = usize::try_from(header.entry_size).unwrap_or(usize::MAX);
+    for (i, e) in array.chunks_exact(entry_size).enumerate() {
         let type_guid = guid_mixed(e, 0).unwrap_or_default();
         if e.get(0..16).is_some_and(|t| t.iter().all(|&b| b == 0)) {
             continue;
         }
         let first = le64(e, 32).unwrap_or(0);
         let last = le64(e, 40).unwrap_or(0);
-        let number = i as u32 + 1;
+        let number = u32::try_from(i).unwrap_or(u32::MAX).saturating_add(1);
         if last < first {
             return Err(TableError::BadPartition {
                 number,
@@ -528,7 +556,9 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
             number,
             detail: "start overflows".into(),
         })?;
-        let size = (last - first + 1)
+        let size = last
+            .saturating_sub(first)
+            .saturating_add(1)
             .checked_mul(ss)
             .ok_or(TableError::BadPartition {
                 number,
@@ -544,7 +574,7 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
             bootable: attrs & 4 != 0,
         });
     }
-    let array_bytes = u64::from(header.num_entries) * u64::from(header.entry_size);
+    let array_bytes = u64::from(header.num_entries).saturating_mul(u64::from(header.entry_size));
     let array_sectors = array_bytes.div_ceil(ss);
     // Both headers and arrays, wherever the one read says they are.
     let (primary_entries, backup_lba) = if used == "primary" {
@@ -553,15 +583,25 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
         (2, header.my_lba)
     };
     let backup_entries = backup_lba.saturating_sub(array_sectors);
+    // All inside the disk (checked when the headers were read), so nothing saturates.
     let mut areas = vec![
-        (0, ss * 2),
-        (primary_entries * ss, array_sectors * ss),
-        (backup_entries * ss, (backup_lba - backup_entries + 1) * ss),
+        (0, ss.saturating_mul(2)),
+        (
+            primary_entries.saturating_mul(ss),
+            array_sectors.saturating_mul(ss),
+        ),
+        (
+            backup_entries.saturating_mul(ss),
+            backup_lba
+                .saturating_sub(backup_entries)
+                .saturating_add(1)
+                .saturating_mul(ss),
+        ),
     ];
     areas.sort_unstable();
     let mut table = PartitionTable {
         kind: TableKind::Gpt,
-        sector_size: ss as u32,
+        sector_size: u32::try_from(ss).unwrap_or(0),
         disk_id: Some(header.disk_guid.clone()),
         partitions: parts,
         extended: None,
@@ -578,7 +618,10 @@ fn read_gpt(disk: &Region<'_>, mbr: &[u8]) -> Result<PartitionTable, TableError>
         }),
         warnings,
     };
-    let usable = (header.first_usable * ss, (header.last_usable + 1) * ss);
+    let usable = (
+        header.first_usable.saturating_mul(ss),
+        header.last_usable.saturating_add(1).saturating_mul(ss),
+    );
     check_partitions(&mut table, disk.len(), Some(usable))?;
     Ok(table)
 }
@@ -655,6 +698,12 @@ impl PartitionTable {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used
+)]
 mod tests {
     use super::*;
     use crate::disk::MemDisk;

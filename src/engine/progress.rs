@@ -67,3 +67,9 @@ pub fn request_cancel() {
 pub fn cancelled() -> bool {
     CANCEL.load(Ordering::Relaxed)
 }
+
+/// Clears a stop request, so that the next job of a long-lived front end (the TUI) runs; call
+/// it before starting a job, never while one runs.
+pub fn reset_cancel() {
+    CANCEL.store(false, Ordering::SeqCst);
+}

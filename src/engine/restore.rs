@@ -14,6 +14,9 @@ use crate::engine::progress::{Progress, ProgressEvent};
 use crate::engine::save::human_bytes;
 use crate::image::reader::{Image, LoadedStream};
 
+/// Writeback of the target is started every this many bytes (see `BlockDev::start_writeback`).
+const WRITEBACK_EVERY: u64 = 64 << 20;
+
 /// How to fit the layout onto a target of another size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fit {
@@ -332,7 +335,10 @@ pub fn run(
                         )
                     })?;
                 }
-                written.fetch_add(b.data.len() as u64, Ordering::Relaxed);
+                let before = written.fetch_add(b.data.len() as u64, Ordering::Relaxed);
+                if (before + b.data.len() as u64) / WRITEBACK_EVERY != before / WRITEBACK_EVERY {
+                    target.start_writeback();
+                }
             } else {
                 skipped.fetch_add(b.data.len() as u64, Ordering::Relaxed);
             }

@@ -17,9 +17,10 @@ use crate::engine::{verify, Interrupted};
 use crate::fs::{Extents, FsInfo, FsKind};
 use crate::image::format::{StreamCursor, BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
 use crate::image::manifest::{
-    GptInfo, Manifest, Mode, PartEntry, StreamInfo, TableInfo, FORMAT_NAME, MANIFEST_FILE,
+    BadRange, GptInfo, Manifest, Mode, PartEntry, StreamInfo, TableInfo, FORMAT_NAME,
+    MANIFEST_FILE, MANIFEST_SHA_FILE,
 };
-use crate::image::writer::{encode_block, write_small, StreamWriter};
+use crate::image::writer::{encode_block_owned, write_small, StreamWriter};
 
 /// A validated save job.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct SavePlan {
     pub verify: bool,
     /// Worker threads for compression.
     pub threads: usize,
+    /// Go on past unreadable sectors: zero-fill them and record them in the image.
+    pub rescue: bool,
 }
 
 impl SavePlan {
@@ -51,6 +54,7 @@ impl SavePlan {
             volume_size: DEFAULT_VOLUME_SIZE,
             verify: true,
             threads: default_threads(),
+            rescue: false,
         }
     }
 }
@@ -223,13 +227,14 @@ fn save_into(
     progress.event(ProgressEvent::Job { op: "save", total });
 
     let mut streams = Vec::new();
+    let mut bad_ranges = Vec::new();
     let mut remaining = total;
     if table.kind != TableKind::None {
         progress.event(ProgressEvent::Step {
             label: "boot area and partition tables".into(),
             total: disk_map.total(),
         });
-        let s = save_stream(
+        let (s, bad) = save_stream(
             disk,
             "disk",
             0,
@@ -241,6 +246,7 @@ fn save_into(
             progress,
         )?;
         remaining -= disk_map.total();
+        note_bad(&mut bad_ranges, "disk", &bad, progress);
         streams.push(s);
     }
     let mut parts = Vec::new();
@@ -260,11 +266,12 @@ fn save_into(
             total: job.map.total(),
         });
         let name = format!("p{}", job.number);
-        let s = save_stream(
+        let (s, bad) = save_stream(
             disk, &name, p.start, p.size, &job.map, dir, plan, remaining, progress,
         )
         .with_context(|| format!("saving partition {}", job.number))?;
         remaining -= job.map.total();
+        note_bad(&mut bad_ranges, &name, &bad, progress);
         parts.push(PartEntry {
             number: job.number,
             fs: job.fs.kind,
@@ -306,11 +313,19 @@ fn save_into(
         partitions: parts,
         streams,
         parent: None,
+        bad_ranges,
     };
     let json = serde_json::to_vec_pretty(&manifest).context("encoding the manifest")?;
     // Every volume, map and index is synced; the manifest comes last and makes it complete.
     sync_dir(Some(dir));
     write_small(dir, MANIFEST_FILE, &json)?;
+    // A detached checksum in sha256sum's format, to check or to keep elsewhere.
+    let digest = crate::image::writer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&json));
+    write_small(
+        dir,
+        MANIFEST_SHA_FILE,
+        format!("{digest}  {MANIFEST_FILE}\n").as_bytes(),
+    )?;
     sync_dir(Some(dir));
     let image_bytes = manifest.streams.iter().map(|s| s.image_bytes).sum();
     Ok(SaveReport {
@@ -319,6 +334,19 @@ fn save_into(
         manifest,
         verified: None,
     })
+}
+
+fn note_bad(out: &mut Vec<BadRange>, stream: &str, bad: &[(u64, u64)], progress: &dyn Progress) {
+    for &(offset, length) in bad {
+        progress.event(ProgressEvent::Warning(format!(
+            "unreadable: {length} bytes at byte {offset:#x} ({stream}); stored as zeros"
+        )));
+        out.push(BadRange {
+            stream: stream.to_string(),
+            offset,
+            length,
+        });
+    }
 }
 
 fn list_numbers(it: impl Iterator<Item = u32>) -> String {
@@ -342,44 +370,55 @@ fn save_stream(
     plan: &SavePlan,
     remaining: u64,
     progress: &dyn Progress,
-) -> Result<StreamInfo> {
+) -> Result<(StreamInfo, Vec<(u64, u64)>)> {
     let bs = u64::from(BLOCK_SIZE);
     let blocks = map.total().div_ceil(bs);
     let threads = plan.threads.max(1);
     let (raw_tx, raw_rx) = bounded::<Result<(u64, Vec<u8>)>>(threads * 2);
     let (enc_tx, enc_rx) = bounded(threads * 2);
+    // Spent buffers go back to the reader and the workers: no allocation or zeroing per block.
+    // Their number is bounded by what the channels and threads hold at once.
+    let (pool_tx, pool_rx) = crossbeam_channel::unbounded::<Vec<u8>>();
     let abort = AtomicBool::new(false);
     let mut writer = StreamWriter::new(dir, name, plan.volume_size);
     disk.advise_sequential();
-    std::thread::scope(|s| -> Result<()> {
+    let bad_ranges = std::thread::scope(|s| -> Result<Vec<(u64, u64)>> {
         let abort = &abort;
         // Reader: one thread, large positional reads of the used runs, in stream order.
-        s.spawn(move || {
+        let reader_pool = pool_rx.clone();
+        let reader = s.spawn(move || -> Vec<(u64, u64)> {
+            let mut bad = Vec::new();
             let mut cursor = StreamCursor::new(map);
             let mut pieces = Vec::new();
             for k in 0..blocks {
                 if abort.load(Ordering::Relaxed) {
-                    return;
+                    return bad;
                 }
                 if cancelled() {
                     let _ = raw_tx.send(Err(anyhow!(Interrupted)));
-                    return;
+                    return bad;
                 }
                 let len = bs.min(map.total() - k * bs);
                 cursor.take(len, &mut pieces);
-                let mut buf = vec![0u8; len as usize];
+                let mut buf = reader_pool.try_recv().unwrap_or_default();
+                buf.resize(len as usize, 0);
                 let mut at = 0usize;
                 let mut failed = None;
                 for &(off, n) in &pieces {
                     let pos = base + off;
                     let dst = &mut buf[at..at + n as usize];
                     if let Err(e) = disk.read_exact_at(dst, pos) {
-                        failed = Some(anyhow!(
-                            "reading {} at byte {pos:#x} ({} bytes): {e}",
-                            disk.path().display(),
-                            n
-                        ));
-                        break;
+                        if plan.rescue {
+                            rescue_read(disk, dst, pos, &mut bad);
+                        } else {
+                            failed = Some(anyhow!(
+                                "reading {} at byte {pos:#x} ({} bytes): {e}\n  hint: \
+                                 --rescue goes on past unreadable sectors",
+                                disk.path().display(),
+                                n
+                            ));
+                            break;
+                        }
                     }
                     at += n as usize;
                 }
@@ -389,17 +428,25 @@ fn save_stream(
                 };
                 let stop = msg.is_err();
                 if raw_tx.send(msg).is_err() || stop {
-                    return;
+                    return bad;
                 }
             }
+            bad
         });
         // Workers: compress and checksum on every core.
         for _ in 0..threads {
             let raw_rx = raw_rx.clone();
             let enc_tx = enc_tx.clone();
+            let pool_rx = pool_rx.clone();
+            let pool_tx = pool_tx.clone();
             s.spawn(move || {
                 for msg in raw_rx.iter() {
-                    let out = msg.map(|(k, buf)| (k, encode_block(&buf)));
+                    let out = msg.map(|(k, buf)| {
+                        let scratch = pool_rx.try_recv().unwrap_or_default();
+                        let (enc, spare) = encode_block_owned(buf, scratch);
+                        let _ = pool_tx.send(spare);
+                        (k, enc)
+                    });
                     if enc_tx.send(out).is_err() {
                         return;
                     }
@@ -423,6 +470,7 @@ fn save_stream(
                         bytes: u64::from(enc.len),
                     });
                     next += 1;
+                    let _ = pool_tx.send(enc.payload);
                 }
             }
             if next != blocks {
@@ -435,9 +483,35 @@ fn save_stream(
             // Drain so the other threads can finish.
             drop(enc_rx);
         }
-        result
+        let found = reader.join().unwrap_or_default();
+        result.map(|()| found)
     })?;
-    Ok(writer.finish(map, base, length, BLOCK_SIZE)?)
+    let info = writer.finish(map, base, length, BLOCK_SIZE)?;
+    Ok((info, bad_ranges))
+}
+
+/// Reads what can be read of `[pos, pos + buf.len())`: one retry, then halves down to single
+/// sectors; unreadable sectors are zero-filled and recorded in `bad` as (disk offset, length).
+fn rescue_read(disk: &FileDisk, buf: &mut [u8], pos: u64, bad: &mut Vec<(u64, u64)>) {
+    if disk.read_exact_at(buf, pos).is_ok() {
+        return;
+    }
+    let sector = u64::from(disk.logical_sector().max(512));
+    let len = buf.len() as u64;
+    if len <= sector {
+        buf.fill(0);
+        match bad.last_mut() {
+            Some(last) if last.0 + last.1 == pos => last.1 += len,
+            _ => bad.push((pos, len)),
+        }
+        return;
+    }
+    // Split at a sector boundary near the middle.
+    let half = (len / 2).div_ceil(sector) * sector;
+    let half = half.min(len - 1).max(1) as usize;
+    let (a, b) = buf.split_at_mut(half);
+    rescue_read(disk, a, pos, bad);
+    rescue_read(disk, b, pos + half as u64, bad);
 }
 
 /// A random 128-bit identifier, as hex.

@@ -33,6 +33,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Volumes checked.
     pub volumes: usize,
+    /// Ranges that were unreadable when the image was saved.
+    pub bad_ranges: Vec<crate::image::manifest::BadRange>,
 }
 
 /// Verifies the image in `dir`; with `against`, also compares every stored byte with that disk.
@@ -53,7 +55,10 @@ pub fn verify(
         op: "verify",
         total,
     });
-    let mut report = VerifyReport::default();
+    let mut report = VerifyReport {
+        bad_ranges: image.manifest.bad_ranges.clone(),
+        ..VerifyReport::default()
+    };
     for s in &streams {
         progress.event(ProgressEvent::Step {
             label: format!("verifying {}", s.info.name),

@@ -2,6 +2,15 @@
 //! its implementation. Every integer is little-endian. Decoders check every length and never
 //! allocate more than the bytes they were given justify.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use crate::bytes::{le32, le64};
 use crate::fs::Extents;
 
@@ -14,7 +23,7 @@ pub const MAX_BLOCK_SIZE: u32 = 16 << 20;
 /// Default volume size: below 4 GiB so a FAT32 stick holds every volume.
 pub const DEFAULT_VOLUME_SIZE: u64 = 4_000_000_000;
 /// Smallest volume size accepted by `--split`.
-pub const MIN_VOLUME_SIZE: u64 = 2 * (BLOCK_SIZE as u64) + RECORD_HEADER_LEN as u64;
+pub const MIN_VOLUME_SIZE: u64 = 2 * (1 << 20) + 32;
 
 /// Magic at the start of every block record in a volume.
 pub const RECORD_MAGIC: [u8; 4] = *b"FCB1";
@@ -40,6 +49,15 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The byte written for this encoding.
+    pub fn to_u8(self) -> u8 {
+        match self {
+            Encoding::Lz4 => 0,
+            Encoding::Stored => 1,
+            Encoding::Zero => 2,
+        }
+    }
+
     fn from_u8(v: u8) -> Option<Encoding> {
         match v {
             0 => Some(Encoding::Lz4),
@@ -128,25 +146,28 @@ pub enum DecodeError {
 impl RecordHeader {
     /// Serialises the header, with its own CRC at the end.
     pub fn encode(&self) -> [u8; RECORD_HEADER_LEN] {
+        let mut v = Vec::with_capacity(RECORD_HEADER_LEN);
+        v.extend_from_slice(&RECORD_MAGIC);
+        v.extend_from_slice(&[self.encoding.to_u8(), 0, 0, 0]);
+        v.extend_from_slice(&self.block.to_le_bytes());
+        v.extend_from_slice(&self.len.to_le_bytes());
+        v.extend_from_slice(&self.stored_len.to_le_bytes());
+        v.extend_from_slice(&self.crc.to_le_bytes());
+        let hc = crc32fast::hash(&v);
+        v.extend_from_slice(&hc.to_le_bytes());
         let mut h = [0u8; RECORD_HEADER_LEN];
-        h[0..4].copy_from_slice(&RECORD_MAGIC);
-        h[4] = self.encoding as u8;
-        h[8..16].copy_from_slice(&self.block.to_le_bytes());
-        h[16..20].copy_from_slice(&self.len.to_le_bytes());
-        h[20..24].copy_from_slice(&self.stored_len.to_le_bytes());
-        h[24..28].copy_from_slice(&self.crc.to_le_bytes());
-        let hc = crc32fast::hash(&h[0..28]);
-        h[28..32].copy_from_slice(&hc.to_le_bytes());
+        h.copy_from_slice(&v);
         h
     }
 
     /// Parses and checks a header read at volume byte `offset`.
     pub fn decode(h: &[u8; RECORD_HEADER_LEN], offset: u64) -> Result<RecordHeader, DecodeError> {
-        if h[0..4] != RECORD_MAGIC {
+        let (body, tail) = h.split_at(28);
+        if body.get(0..4) != Some(&RECORD_MAGIC[..]) {
             return Err(DecodeError::Magic { offset });
         }
-        let stored = le32(h, 28).unwrap_or(0);
-        let computed = crc32fast::hash(&h[0..28]);
+        let stored = le32(tail, 0).unwrap_or(0);
+        let computed = crc32fast::hash(body);
         if stored != computed {
             return Err(DecodeError::Checksum {
                 offset,
@@ -154,18 +175,19 @@ impl RecordHeader {
                 computed,
             });
         }
-        let encoding = Encoding::from_u8(h[4])
+        let enc_byte = body.get(4).copied().unwrap_or(u8::MAX);
+        let encoding = Encoding::from_u8(enc_byte)
             .filter(|e| *e != Encoding::Zero)
             .ok_or_else(|| DecodeError::Invalid {
-                offset: offset + 4,
-                detail: format!("encoding {}", h[4]),
+                offset: offset.saturating_add(4),
+                detail: format!("encoding {enc_byte}"),
             })?;
         let r = RecordHeader {
             encoding,
-            block: le64(h, 8).unwrap_or(0),
-            len: le32(h, 16).unwrap_or(0),
-            stored_len: le32(h, 20).unwrap_or(0),
-            crc: le32(h, 24).unwrap_or(0),
+            block: le64(body, 8).unwrap_or(0),
+            len: le32(body, 16).unwrap_or(0),
+            stored_len: le32(body, 20).unwrap_or(0),
+            crc: le32(body, 24).unwrap_or(0),
         };
         if r.len == 0 || r.len > MAX_BLOCK_SIZE || r.stored_len > MAX_BLOCK_SIZE {
             return Err(DecodeError::Invalid {
@@ -177,16 +199,24 @@ impl RecordHeader {
     }
 }
 
+/// `n` as a u64 (usize is at most 64 bits on every target we build).
+pub(crate) fn u64_of(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
 /// Serialises an index file: header, entries, trailing CRC32 of everything before it.
 pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + 4);
+    let mut out = Vec::with_capacity(
+        INDEX_HEADER_LEN
+            .saturating_add(entries.len().saturating_mul(INDEX_ENTRY_LEN))
+            .saturating_add(4),
+    );
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    out.extend_from_slice(&u64_of(entries.len()).to_le_bytes());
     out.extend_from_slice(&[0u8; 8]);
     for e in entries {
-        out.push(e.encoding as u8);
-        out.extend_from_slice(&[0u8; 3]);
+        out.extend_from_slice(&[e.encoding.to_u8(), 0, 0, 0]);
         out.extend_from_slice(&e.len.to_le_bytes());
         out.extend_from_slice(&e.stored_len.to_le_bytes());
         out.extend_from_slice(&e.crc.to_le_bytes());
@@ -199,11 +229,14 @@ pub fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
     out
 }
 
-fn check_header(buf: &[u8], magic: [u8; 4], header_len: usize) -> Result<(), DecodeError> {
-    if buf.len() < header_len + 4 {
-        return Err(DecodeError::Truncated {
-            detail: format!("{} bytes, shorter than the header", buf.len()),
-        });
+/// Checks magic, version and the trailing CRC; returns the body between header and CRC.
+fn check_header(buf: &[u8], magic: [u8; 4], header_len: usize) -> Result<&[u8], DecodeError> {
+    let too_short = || DecodeError::Truncated {
+        detail: format!("{} bytes, shorter than the header", buf.len()),
+    };
+    let body_end = buf.len().checked_sub(4).ok_or_else(too_short)?;
+    if body_end < header_len {
+        return Err(too_short());
     }
     if buf.get(0..4) != Some(&magic[..]) {
         return Err(DecodeError::Magic { offset: 0 });
@@ -212,35 +245,35 @@ fn check_header(buf: &[u8], magic: [u8; 4], header_len: usize) -> Result<(), Dec
     if version != VERSION {
         return Err(DecodeError::Version { found: version });
     }
-    let body = buf.len() - 4;
-    let stored = le32(buf, body).unwrap_or(0);
-    let computed = crc32fast::hash(&buf[..body]);
+    let (covered, tail) = buf.split_at(body_end);
+    let stored = le32(tail, 0).unwrap_or(0);
+    let computed = crc32fast::hash(covered);
     if stored != computed {
         return Err(DecodeError::Checksum {
-            offset: body as u64,
+            offset: u64_of(body_end),
             stored,
             computed,
         });
     }
-    Ok(())
+    covered.get(header_len..).ok_or_else(too_short)
 }
 
 /// Parses an index file.
 pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
-    check_header(buf, INDEX_MAGIC, INDEX_HEADER_LEN)?;
+    let body = check_header(buf, INDEX_MAGIC, INDEX_HEADER_LEN)?;
     let count = le64(buf, 8).unwrap_or(0);
-    let body = &buf[INDEX_HEADER_LEN..buf.len() - 4];
-    if body.len() as u64 != count.saturating_mul(INDEX_ENTRY_LEN as u64) {
+    if u64_of(body.len()) != count.saturating_mul(u64_of(INDEX_ENTRY_LEN)) {
         return Err(DecodeError::Truncated {
             detail: format!("{count} entries declared, {} bytes of entries", body.len()),
         });
     }
     let mut out = Vec::with_capacity(body.len() / INDEX_ENTRY_LEN);
+    let mut at = u64_of(INDEX_HEADER_LEN);
     for (i, e) in body.chunks_exact(INDEX_ENTRY_LEN).enumerate() {
-        let at = (INDEX_HEADER_LEN + i * INDEX_ENTRY_LEN) as u64;
-        let encoding = Encoding::from_u8(e[0]).ok_or_else(|| DecodeError::Invalid {
+        let enc_byte = e.first().copied().unwrap_or(u8::MAX);
+        let encoding = Encoding::from_u8(enc_byte).ok_or_else(|| DecodeError::Invalid {
             offset: at,
-            detail: format!("encoding {}", e[0]),
+            detail: format!("encoding {enc_byte}"),
         })?;
         let entry = IndexEntry {
             encoding,
@@ -257,16 +290,21 @@ pub fn decode_index(buf: &[u8]) -> Result<Vec<IndexEntry>, DecodeError> {
             });
         }
         out.push(entry);
+        at = at.saturating_add(u64_of(INDEX_ENTRY_LEN));
     }
     Ok(out)
 }
 
 /// Serialises a map file: the used extents of a stream, relative to its base.
 pub fn encode_map(map: &Extents) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAP_HEADER_LEN + map.len() * 16 + 4);
+    let mut out = Vec::with_capacity(
+        MAP_HEADER_LEN
+            .saturating_add(map.len().saturating_mul(16))
+            .saturating_add(4),
+    );
     out.extend_from_slice(&MAP_MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(map.len() as u64).to_le_bytes());
+    out.extend_from_slice(&u64_of(map.len()).to_le_bytes());
     out.extend_from_slice(&map.total().to_le_bytes());
     for &(s, l) in map.runs() {
         out.extend_from_slice(&s.to_le_bytes());
@@ -279,11 +317,10 @@ pub fn encode_map(map: &Extents) -> Vec<u8> {
 
 /// Parses a map file; every extent must lie below `limit`.
 pub fn decode_map(buf: &[u8], limit: u64) -> Result<Extents, DecodeError> {
-    check_header(buf, MAP_MAGIC, MAP_HEADER_LEN)?;
+    let body = check_header(buf, MAP_MAGIC, MAP_HEADER_LEN)?;
     let count = le64(buf, 8).unwrap_or(0);
     let total = le64(buf, 16).unwrap_or(0);
-    let body = &buf[MAP_HEADER_LEN..buf.len() - 4];
-    if body.len() as u64 != count.saturating_mul(16) {
+    if u64_of(body.len()) != count.saturating_mul(16) {
         return Err(DecodeError::Truncated {
             detail: format!("{count} extents declared, {} bytes of extents", body.len()),
         });
@@ -292,13 +329,14 @@ pub fn decode_map(buf: &[u8], limit: u64) -> Result<Extents, DecodeError> {
         .chunks_exact(16)
         .map(|c| (le64(c, 0).unwrap_or(0), le64(c, 8).unwrap_or(0)))
         .collect();
+    let header = u64_of(MAP_HEADER_LEN);
     let map = Extents::from_sorted_runs(runs).ok_or(DecodeError::Invalid {
-        offset: MAP_HEADER_LEN as u64,
+        offset: header,
         detail: "extents are empty, unsorted or overlapping".into(),
     })?;
     if map.end() > limit {
         return Err(DecodeError::Invalid {
-            offset: MAP_HEADER_LEN as u64,
+            offset: header,
             detail: format!("an extent ends at {:#x}, beyond {limit:#x}", map.end()),
         });
     }
@@ -309,34 +347,6 @@ pub fn decode_map(buf: &[u8], limit: u64) -> Result<Extents, DecodeError> {
         });
     }
     Ok(map)
-}
-
-/// Where the bytes of stream range `[pos, pos+len)` live on the disk, through `map`:
-/// calls `f(disk_offset, stream_slice_start, slice_len)` for each piece.
-pub fn map_stream_range(
-    map: &Extents,
-    base: u64,
-    mut pos: u64,
-    len: u64,
-    mut f: impl FnMut(u64, u64, u64),
-) {
-    // Binary search over cumulative lengths would be faster; a running scan per block is
-    // avoided by the cursor in `StreamCursor` for sequential use.
-    let mut acc = 0u64;
-    let end = pos + len;
-    for &(s, l) in map.runs() {
-        let run_end = acc + l;
-        if run_end > pos && acc < end {
-            let from = pos.max(acc);
-            let to = end.min(run_end);
-            f(base + s + (from - acc), from - (end - len), to - from);
-            pos = to;
-        }
-        acc = run_end;
-        if acc >= end {
-            break;
-        }
-    }
 }
 
 /// Walks a map in stream order, block after block, without rescanning from the start.
@@ -357,19 +367,21 @@ impl<'a> StreamCursor<'a> {
         }
     }
 
-    /// The next `len` stream bytes as (map offset, length) pieces.
+    /// The next `len` stream bytes as (map offset, length) pieces. Maps come from
+    /// `Extents` (validated: sorted, non-empty, no overflow), so the sums below cannot wrap;
+    /// saturating arithmetic keeps that true even if they did not.
     pub fn take(&mut self, mut len: u64, out: &mut Vec<(u64, u64)>) {
         out.clear();
         while len > 0 {
             let Some(&(s, l)) = self.runs.get(self.run) else {
                 return;
             };
-            let n = (l - self.within).min(len);
-            out.push((s + self.within, n));
-            self.within += n;
-            len -= n;
-            if self.within == l {
-                self.run += 1;
+            let n = l.saturating_sub(self.within).min(len);
+            out.push((s.saturating_add(self.within), n));
+            self.within = self.within.saturating_add(n);
+            len = len.saturating_sub(n);
+            if self.within >= l {
+                self.run = self.run.saturating_add(1);
                 self.within = 0;
             }
         }
@@ -377,6 +389,12 @@ impl<'a> StreamCursor<'a> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used
+)]
 mod tests {
     use super::*;
 
@@ -449,8 +467,5 @@ mod tests {
         assert_eq!(out, vec![(8, 2), (100, 5), (200, 1)]);
         c.take(100, &mut out);
         assert_eq!(out, vec![(201, 19)]);
-        let mut pieces = Vec::new();
-        map_stream_range(&m, 1000, 8, 8, |d, s, l| pieces.push((d, s, l)));
-        assert_eq!(pieces, vec![(1008, 0, 2), (1100, 2, 5), (1200, 7, 1)]);
     }
 }

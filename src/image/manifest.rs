@@ -8,6 +8,8 @@ use crate::fs::FsKind;
 pub const FORMAT_NAME: &str = "ferroclone-image";
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The manifest's detached checksum, in `sha256sum` format (`sha256sum -c manifest.sha256`).
+pub const MANIFEST_SHA_FILE: &str = "manifest.sha256";
 /// Largest manifest a reader accepts.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 
@@ -20,6 +22,9 @@ pub struct FileRef {
     pub size: u64,
     /// CRC32 of the whole file.
     pub crc32: u32,
+    /// SHA-256 of the whole file, as hex: catches a swapped or altered file even when its
+    /// CRCs were made to agree.
+    pub sha256: String,
 }
 
 /// One data stream: the boot area and tables (`disk`) or one partition (`p1`, `p2`, …).
@@ -190,6 +195,20 @@ pub struct Manifest {
     pub streams: Vec<StreamInfo>,
     /// Parent image for incrementals (not yet used).
     pub parent: Option<String>,
+    /// Source ranges that could not be read (`save --rescue`): stored as zeros.
+    #[serde(default)]
+    pub bad_ranges: Vec<BadRange>,
+}
+
+/// A range of the source disk that could not be read and was stored as zeros.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRange {
+    /// Stream it belongs to (`disk`, `p3`).
+    pub stream: String,
+    /// First byte on the source disk.
+    pub offset: u64,
+    /// Length in bytes.
+    pub length: u64,
 }
 
 impl Manifest {

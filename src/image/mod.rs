@@ -26,7 +26,7 @@ pub enum ImageError {
         source: std::io::Error,
     },
     /// The repository is full.
-    #[error("repository full while writing {} at byte {offset:#x}: needed about {needed} more bytes, {free} free", file.display())]
+    #[error("repository full while writing {} at byte {offset:#x}: up to {needed} more bytes of data to store (before compression), {free} bytes free; the partial image was removed", file.display())]
     Full {
         /// Which file.
         file: PathBuf,

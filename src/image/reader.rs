@@ -1,19 +1,31 @@
 //! Reading an image: open and check the manifest, check every file's presence and size and
 //! the map and index checksums before anything else, then stream blocks volume by volume.
 
+#![deny(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::as_conversions,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use crate::fs::Extents;
 use crate::image::format::{
-    decode_index, decode_map, Encoding, IndexEntry, RecordHeader, MAX_BLOCK_SIZE,
+    decode_index, decode_map, u64_of, Encoding, IndexEntry, RecordHeader, MAX_BLOCK_SIZE,
     RECORD_HEADER_LEN, VERSION,
 };
 use crate::image::manifest::{
-    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE, MAX_MANIFEST_BYTES,
+    valid_file_name, FileRef, Manifest, StreamInfo, FORMAT_NAME, MANIFEST_FILE, MANIFEST_SHA_FILE,
+    MAX_MANIFEST_BYTES,
 };
+use crate::image::writer::hex;
 use crate::image::ImageError;
+use sha2::{Digest, Sha256};
 
 /// An opened image whose manifest parsed.
 #[derive(Debug)]
@@ -100,7 +112,32 @@ impl Image {
             });
         }
         let bytes = read_file_limited(&mpath, MAX_MANIFEST_BYTES)?;
-        Image::parse(dir, &bytes)
+        let image = Image::parse(dir, &bytes)?;
+        let spath = dir.join(MANIFEST_SHA_FILE);
+        let line = read_file_limited(&spath, 4096)?;
+        let want = String::from_utf8_lossy(&line)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let have = hex(&Sha256::digest(&bytes));
+        if want != have {
+            return Err(corrupt(
+                &mpath,
+                format!(
+                    "SHA-256 {have}, {MANIFEST_SHA_FILE} says {want}: the manifest was altered"
+                ),
+            ));
+        }
+        Ok(image)
+    }
+
+    /// SHA-256 of the manifest as recorded in `manifest.sha256`.
+    pub fn manifest_sha256(&self) -> String {
+        std::fs::read_to_string(self.dir.join(MANIFEST_SHA_FILE))
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default()
     }
 
     /// Parses and checks manifest bytes as if read from `dir/manifest.json` (no other file is
@@ -224,7 +261,7 @@ impl Image {
         let index = decode_index(&idx_bytes).map_err(|e| corrupt(&idx_path, e.to_string()))?;
         let bs = u64::from(info.block_size);
         let expect_blocks = map.total().div_ceil(bs);
-        if index.len() as u64 != expect_blocks || info.blocks != expect_blocks {
+        if u64_of(index.len()) != expect_blocks || info.blocks != expect_blocks {
             return Err(corrupt(
                 &idx_path,
                 format!(
@@ -250,9 +287,10 @@ impl Image {
         }
         let mut next_offset = vec![0u64; info.volumes.len()];
         for (i, e) in index.iter().enumerate() {
-            let i = i as u64;
-            let want_len = if i + 1 == expect_blocks {
-                map.total() - i * bs
+            let i = u64_of(i);
+            // Every block is `bs` long but the last, which holds what is left.
+            let want_len = if i.saturating_add(1) == expect_blocks {
+                map.total().saturating_sub(i.saturating_mul(bs))
             } else {
                 bs
             };
@@ -265,7 +303,10 @@ impl Image {
             if e.encoding == Encoding::Zero {
                 continue;
             }
-            let Some(next) = next_offset.get_mut(e.volume as usize) else {
+            let Some(next) = usize::try_from(e.volume)
+                .ok()
+                .and_then(|v| next_offset.get_mut(v))
+            else {
                 return Err(corrupt(
                     &idx_path,
                     format!("block {i}: volume {} does not exist", e.volume),
@@ -277,7 +318,10 @@ impl Image {
                     format!("block {i}: offset {:#x}, expected {:#x}", e.offset, *next),
                 ));
             }
-            *next = e.offset + RECORD_HEADER_LEN as u64 + u64::from(e.stored_len);
+            *next = e
+                .offset
+                .saturating_add(u64_of(RECORD_HEADER_LEN))
+                .saturating_add(u64::from(e.stored_len));
         }
         for (n, f) in next_offset.iter().zip(&info.volumes) {
             if *n != f.size {
@@ -305,7 +349,7 @@ impl Image {
 }
 
 fn check_ref(path: &Path, r: &FileRef, bytes: &[u8]) -> Result<(), ImageError> {
-    if bytes.len() as u64 != r.size {
+    if u64_of(bytes.len()) != r.size {
         return Err(corrupt(
             path,
             format!("{} bytes, the manifest says {}", bytes.len(), r.size),
@@ -316,6 +360,13 @@ fn check_ref(path: &Path, r: &FileRef, bytes: &[u8]) -> Result<(), ImageError> {
         return Err(corrupt(
             path,
             format!("CRC32 {crc:#010x}, the manifest says {:#010x}", r.crc32),
+        ));
+    }
+    let sha = hex(&Sha256::digest(bytes));
+    if sha != r.sha256 {
+        return Err(corrupt(
+            path,
+            format!("SHA-256 {sha}, the manifest says {}", r.sha256),
         ));
     }
     Ok(())
@@ -334,13 +385,22 @@ pub struct RawBlock {
     pub file: PathBuf,
 }
 
+/// The volume being read: index, reader, path, bytes read, running checksums.
+type OpenVolume = (
+    usize,
+    BufReader<File>,
+    PathBuf,
+    u64,
+    (crc32fast::Hasher, Sha256),
+);
+
 /// Reads a stream's blocks in order, checking each record header against the index and each
 /// volume's whole-file CRC32 at its end.
 pub struct BlockStream<'a> {
     dir: &'a Path,
     stream: &'a LoadedStream,
     next: usize,
-    volume: Option<(usize, BufReader<File>, PathBuf, u64, crc32fast::Hasher)>,
+    volume: Option<OpenVolume>,
 }
 
 impl<'a> BlockStream<'a> {
@@ -355,18 +415,31 @@ impl<'a> BlockStream<'a> {
     }
 
     fn finish_volume(&mut self) -> Result<(), ImageError> {
-        if let Some((vi, _, path, pos, hasher)) = self.volume.take() {
-            let r = &self.stream.info.volumes[vi];
+        if let Some((vi, _, path, pos, (crc, sha))) = self.volume.take() {
+            let Some(r) = self.stream.info.volumes.get(vi) else {
+                return Err(corrupt(&path, "volume out of range"));
+            };
             if pos != r.size {
                 return Err(corrupt(&path, format!("read {pos} bytes of {}", r.size)));
             }
-            let crc = hasher.finalize();
+            let crc = crc.finalize();
             if crc != r.crc32 {
                 return Err(corrupt(
                     &path,
                     format!(
                         "whole-volume CRC32 {crc:#010x}, the manifest says {:#010x}",
                         r.crc32
+                    ),
+                ));
+            }
+            let sha = hex(&sha.finalize());
+            if sha != r.sha256 {
+                return Err(corrupt(
+                    &path,
+                    format!(
+                        "whole-volume SHA-256 {sha}, the manifest says {}: the volume was \
+                         altered or swapped",
+                        r.sha256
                     ),
                 ));
             }
@@ -380,8 +453,8 @@ impl<'a> BlockStream<'a> {
             self.finish_volume()?;
             return Ok(None);
         };
-        let block = self.next as u64;
-        self.next += 1;
+        let block = u64_of(self.next);
+        self.next = self.next.saturating_add(1);
         let info = &self.stream.info;
         if entry.encoding == Encoding::Zero {
             return Ok(Some(RawBlock {
@@ -391,7 +464,7 @@ impl<'a> BlockStream<'a> {
                 file: PathBuf::new(),
             }));
         }
-        let vi = entry.volume as usize;
+        let vi = usize::try_from(entry.volume).unwrap_or(usize::MAX);
         if self.volume.as_ref().map(|v| v.0) != Some(vi) {
             self.finish_volume()?;
             let r = info
@@ -409,7 +482,7 @@ impl<'a> BlockStream<'a> {
                 BufReader::with_capacity(4 << 20, f),
                 path,
                 0,
-                crc32fast::Hasher::new(),
+                (crc32fast::Hasher::new(), Sha256::new()),
             ));
         }
         let Some((_, reader, path, pos, hasher)) = self.volume.as_mut() else {
@@ -420,16 +493,19 @@ impl<'a> BlockStream<'a> {
             block,
             file: path.to_path_buf(),
             offset: entry.offset,
-            range_start: block * u64::from(info.block_size),
-            range_end: block * u64::from(info.block_size) + u64::from(entry.len),
+            range_start: block.saturating_mul(u64::from(info.block_size)),
+            range_end: block
+                .saturating_mul(u64::from(info.block_size))
+                .saturating_add(u64::from(entry.len)),
             detail,
         };
         let mut h = [0u8; RECORD_HEADER_LEN];
         reader
             .read_exact(&mut h)
             .map_err(|e| bad(format!("reading the record header: {e}"), path))?;
-        hasher.update(&h);
-        *pos += RECORD_HEADER_LEN as u64;
+        hasher.0.update(&h);
+        hasher.1.update(h);
+        *pos = pos.saturating_add(u64_of(RECORD_HEADER_LEN));
         let rec = RecordHeader::decode(&h, entry.offset).map_err(|e| bad(e.to_string(), path))?;
         if rec.block != block
             || rec.len != entry.len
@@ -446,12 +522,14 @@ impl<'a> BlockStream<'a> {
                 path,
             ));
         }
-        let mut payload = vec![0u8; entry.stored_len as usize];
+        // stored_len is at most MAX_BLOCK_SIZE (checked when the index was decoded).
+        let mut payload = vec![0u8; usize::try_from(entry.stored_len).unwrap_or(0)];
         reader
             .read_exact(&mut payload)
             .map_err(|e| bad(format!("reading the payload: {e}"), path))?;
-        hasher.update(&payload);
-        *pos += u64::from(entry.stored_len);
+        hasher.0.update(&payload);
+        hasher.1.update(&payload);
+        *pos = pos.saturating_add(u64::from(entry.stored_len));
         Ok(Some(RawBlock {
             block,
             entry,
@@ -467,7 +545,8 @@ pub fn decode_block(
     raw: &RawBlock,
     out: &mut Vec<u8>,
 ) -> Result<(), ImageError> {
-    let len = raw.entry.len as usize;
+    // len is at most MAX_BLOCK_SIZE (checked when the index was decoded).
+    let len = usize::try_from(raw.entry.len).unwrap_or(0);
     out.clear();
     out.resize(len, 0);
     let bs = u64::from(stream.block_size);
@@ -476,8 +555,8 @@ pub fn decode_block(
         block: raw.block,
         file: raw.file.clone(),
         offset: raw.entry.offset,
-        range_start: raw.block * bs,
-        range_end: raw.block * bs + len as u64,
+        range_start: raw.block.saturating_mul(bs),
+        range_end: raw.block.saturating_mul(bs).saturating_add(u64_of(len)),
         detail,
     };
     match raw.entry.encoding {

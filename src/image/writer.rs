@@ -11,6 +11,12 @@ use crate::image::format::{
 };
 use crate::image::manifest::{FileRef, StreamInfo};
 use crate::image::ImageError;
+use sha2::{Digest, Sha256};
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A block ready to be written.
 #[derive(Debug)]
@@ -27,30 +33,44 @@ pub struct Encoded {
 
 /// Encodes one block: all-zero → a hole, else LZ4, else stored when LZ4 does not gain.
 pub fn encode_block(data: &[u8]) -> Encoded {
+    let (enc, _) = encode_block_owned(data.to_vec(), Vec::new());
+    enc
+}
+
+/// Encodes `data`, compressing into `scratch`; returns the encoded block and whichever buffer
+/// it did not keep, for reuse (the pipeline recycles buffers instead of allocating per block).
+pub fn encode_block_owned(data: Vec<u8>, mut scratch: Vec<u8>) -> (Encoded, Vec<u8>) {
     let len = data.len() as u32;
-    if is_zero(data) {
-        return Encoded {
+    let crc = crc32fast::hash(&data);
+    if is_zero(&data) {
+        let enc = Encoded {
             encoding: Encoding::Zero,
             len,
-            crc: crc32fast::hash(data),
+            crc,
             payload: Vec::new(),
         };
+        return (enc, data);
     }
-    let crc = crc32fast::hash(data);
-    let compressed = lz4_flex::block::compress(data);
-    if compressed.len() < data.len() {
-        Encoded {
-            encoding: Encoding::Lz4,
-            len,
-            crc,
-            payload: compressed,
+    scratch.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+    match lz4_flex::block::compress_into(&data, &mut scratch) {
+        Ok(n) if n < data.len() => {
+            scratch.truncate(n);
+            let enc = Encoded {
+                encoding: Encoding::Lz4,
+                len,
+                crc,
+                payload: scratch,
+            };
+            (enc, data)
         }
-    } else {
-        Encoded {
-            encoding: Encoding::Stored,
-            len,
-            crc,
-            payload: data.to_vec(),
+        _ => {
+            let enc = Encoded {
+                encoding: Encoding::Stored,
+                len,
+                crc,
+                payload: data,
+            };
+            (enc, scratch)
         }
     }
 }
@@ -66,8 +86,15 @@ struct Volume {
     path: PathBuf,
     name: String,
     written: u64,
+    /// Bytes handed to the kernel for writeback so far.
+    flushed: u64,
     hasher: crc32fast::Hasher,
+    sha: Sha256,
 }
+
+/// Writeback is started every this many bytes, so the final fsync has little left to do and
+/// dirty pages do not pile up in memory.
+const WRITEBACK_EVERY: u64 = 32 << 20;
 
 /// Appends a stream's blocks, in order, to volume files `<name>.000`, `<name>.001`, …
 pub struct StreamWriter {
@@ -131,7 +158,9 @@ impl StreamWriter {
             path,
             name,
             written: 0,
+            flushed: 0,
             hasher: crc32fast::Hasher::new(),
+            sha: Sha256::new(),
         });
         Ok(())
     }
@@ -153,6 +182,7 @@ impl StreamWriter {
                 file: v.name,
                 size: v.written,
                 crc32: v.hasher.finalize(),
+                sha256: hex(&v.sha.finalize()),
             });
         }
         Ok(())
@@ -204,7 +234,14 @@ impl StreamWriter {
             .map_err(|e| write_err(&v.path, offset, e, remaining))?;
         v.hasher.update(&header);
         v.hasher.update(&enc.payload);
+        v.sha.update(header);
+        v.sha.update(&enc.payload);
         v.written += rec_len;
+        let in_file = v.written - v.out.buffer().len() as u64;
+        if in_file >= v.flushed + WRITEBACK_EVERY {
+            crate::disk::ioctl::start_writeback(v.out.get_ref(), v.flushed, in_file - v.flushed);
+            v.flushed = in_file;
+        }
         self.image_bytes += rec_len;
         self.entries.push(IndexEntry {
             encoding: enc.encoding,
@@ -267,6 +304,7 @@ pub fn write_small(dir: &Path, name: &str, data: &[u8]) -> Result<FileRef, Image
         file: name.to_string(),
         size: data.len() as u64,
         crc32: crc32fast::hash(data),
+        sha256: hex(&Sha256::digest(data)),
     })
 }
 

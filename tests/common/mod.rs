@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 /// Path of the built `ferroclone` binary.
 pub fn bin() -> PathBuf {
@@ -97,4 +99,35 @@ pub fn sha256_file(path: &Path) -> String {
     sh(&format!("sha256sum '{}' | cut -d' ' -f1", path.display()))
         .trim()
         .to_string()
+}
+
+/// A fixture disk built once per run of the suite (cached under target/ by the hash of the
+/// scripts that make it). Tests only read fixtures.
+pub fn fixture(kind: &str, size_mib: u32) -> PathBuf {
+    static CACHE: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let key = format!("{kind}-{size_mib}");
+    if let Some(p) = cache.get(&key) {
+        return p.clone();
+    }
+    let r = root();
+    let hash = sh(&format!(
+        "cat '{0}/scripts/mkdisk.sh' '{0}/scripts/lib-loop.sh' | sha256sum | cut -c1-12",
+        r.display()
+    ));
+    let dir = r.join("target/test-fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{key}-{}.img", hash.trim()));
+    if !path.exists() {
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        sh(&format!(
+            "'{}/scripts/mkdisk.sh' {kind} '{}' {size_mib}",
+            r.display(),
+            tmp.display()
+        ));
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    cache.insert(key, path.clone());
+    path
 }
