@@ -19,8 +19,8 @@
 #           2. UEFI (OVMF), ISO as a USB stick (= dd): ferroclone.run="restore /repo/win
 #              /dev/nvme0n1" onto an empty NVMe disk, ferroclone.after=poweroff
 #   lane B  3. UEFI with Secure Boot enforced (OVMF with Microsoft's keys), ISO as CD, no keys:
-#              /init reports Secure Boot on, and the interactive start screen appears on the
-#              serial console (the banner of initramfs/ferroclone-console)
+#              /init reports Secure Boot on, and the wizard's start screen ("What do you want
+#              to do?") appears on the serial console
 #           4. the ISO's kernel and initrd booted directly (-kernel/-initrd/-append), a job that
 #              must fail: "FERROCLONE-RESULT: failed: ..." and a power-off
 #           5. the same, with an NFS repository: nfs-ganesha (userspace, NFSv4) serves a
@@ -133,7 +133,7 @@ vm() {
             fi
             ;;
         interactive)
-            if grep -aq '=== ferroclone rescue environment' "$logf" && grep -aq 'ferroclone' <(grep -aA3 '=== ferroclone rescue environment' "$logf" | tail -n +2); then
+            if grep -aq '=== ferroclone rescue environment' "$logf" && grep -aq 'What do you want to do?' "$logf"; then
                 kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
                 if [[ -n ${VM_EXPECT:-} ]] && ! grep -aq -- "$VM_EXPECT" "$logf"; then
                     log "$name: no '$VM_EXPECT' in the serial log"
