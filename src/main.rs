@@ -6,6 +6,12 @@ use clap::Parser;
 use ferroclone::cli::{self, Cli, Exit};
 use ferroclone::engine::progress::request_cancel;
 
+/// The static (musl) build uses mimalloc: with musl's own allocator, restore took 36 % and
+/// save 6 % longer than the glibc build (docs/ARCHITECTURE.md, "Static binary").
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 extern "C" fn on_sigint(_: libc::c_int) {
     request_cancel();
 }
