@@ -35,7 +35,10 @@
 #                           signed shim and GRUB, so Secure Boot machines boot it; 0: an
 #                           unsigned GRUB built with grub-mkimage (default for FERROCLONE_KERNEL)
 #   FERROCLONE_ISO_CACHE    cache directory (default target/iso-cache)
+#   EFI_BOOTX64             use this EFI boot loader (e.g. Buildroot's GRUB, which must find the
+#                           medium by /boot/ferroclone.id) instead of making one
 #   ISOLINUX_BIN, LDLINUX_C32, ISOHDPFX, BUSYBOX   tool paths (defaults: Debian's)
+# buildroot/board/ferroclone/post-image.sh calls this script with Buildroot's pieces.
 set -euo pipefail
 shopt -s nullglob
 
@@ -59,9 +62,8 @@ fi
 export SOURCE_DATE_EPOCH
 export MTOOLS_SKIP_CHECK=1
 
-for t in xorriso grub-mkimage mkfs.vfat mmd mcopy cpio zstd depmod modprobe dpkg-deb strip file; do
-    command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"
-done
+need() { for t in "$@"; do command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"; done; }
+need xorriso mkfs.vfat mmd mcopy cpio zstd strip file
 for f in "$ISOLINUX_BIN" "$LDLINUX_C32" "$ISOHDPFX" "$BUSYBOX"; do
     [[ -f $f ]] || die "$f not found; run scripts/setup.sh"
 done
@@ -171,6 +173,7 @@ if [[ -n ${FERROCLONE_KERNEL:-} ]]; then
         MODSRC=$(cd "$FERROCLONE_MODULES" && pwd)
     fi
 else
+    need dpkg-deb
     DEB=${FERROCLONE_KERNEL_DEB:-$(fetch_kernel_deb)}
     [[ -f $DEB ]] || die "kernel package $DEB not found"
     KPKG=$(dpkg-deb -f "$DEB" Package)
@@ -191,6 +194,7 @@ else
 fi
 KVER=
 if [[ -n $MODSRC ]]; then
+    need depmod modprobe
     kv=("$MODSRC"/lib/modules/*)
     ((${#kv[@]} == 1)) || die "expected one lib/modules/KVER in $MODSRC"
     KVER=$(basename "${kv[0]}")
@@ -277,7 +281,9 @@ RELEASE=$(
     printf 'ferroclone %s (%s)\n' "$VERSION" "$GIT"
     printf 'kernel: %s\n' "$KDESC"
     printf 'busybox: %s (busybox-static %s)\n' "$BB_VER" "$BB_DEB"
-    if [[ $SECUREBOOT == 1 ]]; then
+    if [[ -n ${EFI_BOOTX64:-} ]]; then
+        printf 'uefi: %s\n' "$(basename "$EFI_BOOTX64") (given)"
+    elif [[ $SECUREBOOT == 1 ]]; then
         printf 'uefi: Secure Boot chain: %s\n' "$(tr '\n' ',' <"$(dirname "$(fetch_secureboot)")/versions" | sed 's/,$//; s/,/, /g')"
     else
         printf 'uefi: GRUB %s (grub-mkimage, unsigned)\n' "$(dpkg-query -W -f='${Version}' grub-efi-amd64-bin 2>/dev/null || echo unknown)"
@@ -307,6 +313,8 @@ printf 'ferroclone %s rescue\n' "$VERSION" >"$ISO/.disk/info"
 ID=$(cat "$ISO/boot/vmlinuz" "$ISO/boot/initrd.img" | sha256sum | cut -c1-12)
 MARKER=/boot/ferroclone-$ID.id
 printf '%s\n' "$ID" >"$ISO$MARKER"
+# ... and one with a fixed name, for EFI loaders configured in advance (Buildroot's GRUB).
+printf '%s\n' "$ID" >"$ISO/boot/ferroclone.id"
 
 ARGS="console=tty0 console=ttyS0,115200 loglevel=4"
 ARGS_SCREEN="console=ttyS0,115200 console=tty0 loglevel=4"
@@ -361,7 +369,10 @@ EOF
 cp "$ISOLINUX_BIN" "$ISO/isolinux/isolinux.bin"
 cp "$LDLINUX_C32" "$ISO/isolinux/ldlinux.c32"
 
-if [[ $SECUREBOOT == 1 ]]; then
+if [[ -n ${EFI_BOOTX64:-} ]]; then
+    [[ -f $EFI_BOOTX64 ]] || die "EFI_BOOTX64=$EFI_BOOTX64 not found"
+    cp "$EFI_BOOTX64" "$WORK/efi/BOOTX64.EFI"
+elif [[ $SECUREBOOT == 1 ]]; then
     # Secure Boot: Microsoft-signed shim -> Debian-signed GRUB (the monolithic CD image, which
     # finds the medium by /.disk/info and reads /boot/grub/grub.cfg) -> the unmodified
     # Debian-signed kernel; modules keep Debian's signatures (decompressing keeps them).
@@ -371,6 +382,7 @@ if [[ $SECUREBOOT == 1 ]]; then
     cp "$SB/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed" "$WORK/efi/grubx64.efi"
 else
     # GRUB for UEFI, every module built in (no module directory on the medium).
+    need grub-mkimage
     printf '%s\n' "search --no-floppy --set=root --file $MARKER" \
         'configfile ($root)/boot/grub/grub.cfg' >"$WORK/embed.cfg"
     grub-mkimage -O x86_64-efi -o "$WORK/efi/BOOTX64.EFI" -p /EFI/BOOT -c "$WORK/embed.cfg" \

@@ -236,3 +236,75 @@ fn iso_saves_and_restores_in_qemu() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The Buildroot tree (buildroot/) cannot be built here (it downloads its toolchain and
+/// sources), so check that it holds together: every file the defconfig, the makefiles and the
+/// scripts name exists, the package version is Cargo.toml's, and the names line up.
+#[test]
+fn buildroot_tree_is_consistent() {
+    let br = root().join("buildroot");
+    let read = |p: &str| {
+        std::fs::read_to_string(br.join(p)).unwrap_or_else(|e| panic!("buildroot/{p}: {e}"))
+    };
+    let desc = read("external.desc");
+    assert!(desc.lines().any(|l| l == "name: FERROCLONE"), "{desc}");
+    assert!(read("external.mk").contains("$(BR2_EXTERNAL_FERROCLONE_PATH)/package/*/*.mk"));
+
+    // Every $(BR2_EXTERNAL_FERROCLONE_PATH)/… or $BR2_EXTERNAL_FERROCLONE_PATH/… path exists.
+    let mut named = 0;
+    for f in sh(&format!("cd '{}' && find . -type f | sort", br.display())).lines() {
+        let text = read(f);
+        for marker in [
+            "$(BR2_EXTERNAL_FERROCLONE_PATH)/",
+            "$BR2_EXTERNAL_FERROCLONE_PATH/",
+        ] {
+            for (i, _) in text.match_indices(marker) {
+                let rest = &text[i + marker.len()..];
+                let end = rest
+                    .find(|c: char| c.is_whitespace() || c == '"' || c == ')')
+                    .unwrap_or(rest.len());
+                let path = &rest[..end];
+                if path.contains('*') {
+                    continue;
+                }
+                named += 1;
+                assert!(br.join(path).exists(), "{f} names {path}, which is missing");
+            }
+        }
+    }
+    assert!(named >= 5, "only {named} paths named");
+
+    // The defconfig selects the package the tree defines, and the package's version is ours.
+    let defconfig = read("configs/ferroclone_x86_64_defconfig");
+    assert!(defconfig.lines().any(|l| l == "BR2_PACKAGE_FERROCLONE=y"));
+    assert!(read("package/ferroclone/Config.in").contains("config BR2_PACKAGE_FERROCLONE\n"));
+    let mk = read("package/ferroclone/ferroclone.mk");
+    let version = mk
+        .lines()
+        .find_map(|l| l.strip_prefix("FERROCLONE_VERSION = "))
+        .expect("FERROCLONE_VERSION in ferroclone.mk");
+    assert_eq!(version, env!("CARGO_PKG_VERSION"), "ferroclone.mk version");
+    assert!(mk.contains("$(eval $(cargo-package))"));
+    assert!(mk.contains("FERROCLONE_SITE = $(BR2_EXTERNAL_FERROCLONE_PATH)/.."));
+
+    // The post-image script is executable, valid sh, and runs our build-iso.sh.
+    let post = br.join("board/ferroclone/post-image.sh");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&post).unwrap().permissions());
+    assert!(mode & 0o111 != 0, "post-image.sh is not executable");
+    ok(Command::new("sh").arg("-n").arg(&post));
+    let text = read("board/ferroclone/post-image.sh");
+    assert!(text.contains("/scripts/build-iso.sh"));
+    assert!(root().join("scripts/build-iso.sh").exists());
+    // The EFI GRUB built by Buildroot finds the medium by the file build-iso.sh writes.
+    assert!(read("board/ferroclone/grub-efi-embed.cfg").contains("--file /boot/ferroclone.id"));
+    let build_iso = std::fs::read_to_string(root().join("scripts/build-iso.sh")).unwrap();
+    assert!(build_iso.contains("\"$ISO/boot/ferroclone.id\""));
+    // Every option the kernel fragment sets is a CONFIG_ line.
+    for l in read("board/ferroclone/linux.fragment").lines() {
+        assert!(
+            l.is_empty() || l.starts_with('#') || (l.starts_with("CONFIG_") && l.ends_with("=y")),
+            "linux.fragment: {l:?}"
+        );
+    }
+}
