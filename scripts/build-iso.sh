@@ -94,9 +94,13 @@ apt_private() {
     local d=$CACHE/apt
     mkdir -p "$d/sources" "$d/lists/partial" "$d/cache/archives/partial"
     local uri
-    uri=$(grep -hoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list \
-        2>/dev/null | grep -v security | head -n1 || true)
-    uri=${uri:-http://deb.debian.org/debian}
+    # The first Debian archive URI of the system's sources (deb822 `URIs:` or one-line `deb`).
+    uri=$({
+        cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '$1 == "URIs:" { print $2 }'
+        cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+            awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; break } }'
+    } | grep -E '/debian/?$' | head -n1 || true)
+    [[ -n $uri ]] || die "no Debian mirror found in /etc/apt/sources.list{,.d/*.sources}"
     printf 'Types: deb\nURIs: %s\nSuites: bookworm-backports\nComponents: main\nSigned-By: %s\n' \
         "$uri" /usr/share/keyrings/debian-archive-keyring.gpg >"$d/sources/backports.sources"
     APT_OPTS=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$d/sources"
