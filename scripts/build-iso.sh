@@ -54,6 +54,7 @@ TRIPLE=x86_64-unknown-linux-musl
 
 log() { printf 'build-iso: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+trap 'log "error: a command failed at line $LINENO"' ERR
 
 export LC_ALL=C TZ=UTC
 if [[ -z ${SOURCE_DATE_EPOCH:-} ]]; then
@@ -279,7 +280,9 @@ install -m 0755 initramfs/udhcpc.script "$STAGE/usr/share/udhcpc/default.script"
 install -m 0644 initramfs/profile "$STAGE/etc/profile"
 printf 'root::0:0:root:/root:/bin/sh\n' >"$STAGE/etc/passwd"
 printf 'root:x:0:\n' >"$STAGE/etc/group"
-BB_VER=$("$BUSYBOX" 2>/dev/null | head -n1 | awk '{print $2}')
+# (sed reads all of busybox's output: `| head -n1` could kill it with SIGPIPE, and pipefail
+# would then stop this script.)
+BB_VER=$("$BUSYBOX" 2>/dev/null | sed -n '1s/^BusyBox \([^ ]*\).*/\1/p')
 BB_DEB=$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || echo unknown)
 RELEASE=$(
     printf 'ferroclone %s (%s)\n' "$VERSION" "$GIT"
