@@ -18,6 +18,9 @@
 #              ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff
 #           2. UEFI (OVMF), ISO as a USB stick (= dd): ferroclone.run="restore /repo/win
 #              /dev/nvme0n1" onto an empty NVMe disk, ferroclone.after=poweroff
+#           6. the ISO's kernel and initrd, an SMB repository: qemu's own smbd (smb= of the
+#              restricted user-mode network) shares a work directory as //10.0.2.4/qemu;
+#              ferroclone.repo=smb://10.0.2.4/qemu ferroclone.run="save /dev/vda /repo/win"
 #   lane B  3. UEFI with Secure Boot enforced (OVMF with Microsoft's keys), ISO as CD, no keys:
 #              /init reports Secure Boot on, and the wizard's start screen ("What do you want
 #              to do?") appears on the serial console
@@ -29,7 +32,7 @@
 #              ferroclone.repo=nfs://10.0.2.100/export ferroclone.run="save /dev/vda /repo/win"
 #              (DHCP comes up by itself for a network repository)
 # Then on the host: `ferroclone verify --against` the source of the image copied out of the
-# repository (debugfs rdump, no mount) and of the one saved over NFS, and
+# repository (debugfs rdump, no mount) and of the ones saved over NFS and SMB, and
 # scripts/disk-manifest.sh of source and restored target must be equal.
 #
 # Environment: QEMU_ACCEL (default tcg; KVM hangs on some machines, so it is never chosen by
@@ -65,7 +68,7 @@ die() { log "FAIL: $*"; exit 1; }
 
 [[ $EUID == 0 ]] || die "run as root (disk-manifest.sh reads NTFS through loop devices)"
 [[ -f $ISO ]] || die "$ISO not found; run scripts/build-iso.sh"
-for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs ganesha.nfsd ss; do
+for t in qemu-system-x86_64 xorriso mkfs.ext4 debugfs ganesha.nfsd ss smbd; do
     command -v "$t" >/dev/null || die "$t not found; run scripts/setup.sh"
 done
 for f in "$OVMF_CODE" "$OVMF_VARS" "$OVMF_CODE_SB" "$OVMF_VARS_MS"; do [[ -f $f ]] || die "$f not found (package ovmf)"; done
@@ -224,6 +227,11 @@ lane_a() {
         "${STICK[@]}" "${REPO[@]}" "${TGT[@]}" \
         -fw_cfg "$(keys 2 'ferroclone.repo=LABEL=REPO ferroclone.run="restore /repo/win /dev/nvme0n1" ferroclone.after=poweroff')") || return 1
     log "2-restore-uefi-usb: ok in $s s"
+    mkdir -p "$WORK/smb"
+    s=$(vm 6-save-smb job -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" "${SRC[@]}" \
+        -nic "user,model=virtio-net-pci,restrict=on,smb=$WORK/smb" \
+        -append 'console=ttyS0,115200 loglevel=4 ferroclone.repo=smb://10.0.2.4/qemu ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff') || return 1
+    log "6-save-smb: ok in $s s"
 }
 lane_b() {
     local s
@@ -251,8 +259,8 @@ ra=0 rb=0
 wait "${PIDS[0]}" || ra=$?
 wait "${PIDS[1]}" || rb=$?
 PIDS=()
-((ra == 0)) || die "lane A (save, restore) failed"
-((rb == 0)) || die "lane B (start screen, failure report) failed"
+((ra == 0)) || die "lane A (save, restore, SMB) failed"
+((rb == 0)) || die "lane B (start screen, failure report, NFS) failed"
 
 log "checking on the host"
 mkdir -p "$WORK/out"
@@ -261,10 +269,12 @@ debugfs -R "rdump /win $WORK/out" "$WORK/repo.img" >/dev/null 2>&1
 "$FC" --quiet verify "$WORK/out/win" --against "$SOURCE" >&2 || die "ferroclone verify failed"
 [[ -d $WORK/nfs/export/win ]] || die "no image win in the NFS export"
 "$FC" --quiet verify "$WORK/nfs/export/win" --against "$SOURCE" >&2 || die "ferroclone verify of the NFS image failed"
+[[ -d $WORK/smb/win ]] || die "no image win in the SMB share"
+"$FC" --quiet verify "$WORK/smb/win" --against "$SOURCE" >&2 || die "ferroclone verify of the SMB image failed"
 "$ROOT/scripts/disk-manifest.sh" "$SOURCE" "$WORK/source.manifest"
 "$ROOT/scripts/disk-manifest.sh" "$WORK/target.img" "$WORK/target.manifest"
 if ! diff -u "$WORK/source.manifest" "$WORK/target.manifest" >"$WORK/manifest.diff"; then
     head -n 40 "$WORK/manifest.diff" >&2
     die "the restored disk differs from the source"
 fi
-log "ok: save (local and NFS), restore, Secure Boot start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"
+log "ok: save (local, NFS, SMB), restore, Secure Boot start screen and failure report; source and restored disk equal ($(($(date +%s) - T0)) s)"

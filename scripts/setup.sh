@@ -20,6 +20,7 @@ PACKAGES=(
     xorriso isolinux syslinux-common grub-common grub-efi-amd64-bin
     qemu-system-x86 ovmf
     nfs-ganesha nfs-ganesha-vfs iproute2      # a userspace NFS server for the NFS repository boot
+    samba                                    # smbd, which qemu's smb= runs for the SMB boot
 )
 
 missing=()
