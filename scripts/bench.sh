@@ -124,6 +124,12 @@ declare -A RESTORE=(
     [dd-write]="dd if='$FIX' of='$WORK/t.img' bs=4M status=none conv=fsync"
 )
 RESTORE_ORDER=(ferroclone "lz4|partclone" "lz4|ntfsclone" dd-write)
+declare -A CLONE=(
+    [ferroclone]="'$FC' clone '$FIX' '$WORK/t.img' -q"
+    [partclone-b]="truncate -s ${SIZE_MIB}M '$WORK/t.img' && partclone.ntfs -b -s '$FIX' -O '$WORK/t.img' -L /dev/null && sync '$WORK/t.img'"
+    [dd-copy]="dd if='$FIX' of='$WORK/t.img' bs=4M status=none conv=fsync"
+)
+CLONE_ORDER=(ferroclone partclone-b dd-copy)
 
 declare -A R   # R[kind/name/mode] = list of "wall user sys rss"
 declare -A SIZE
@@ -138,6 +144,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
         for name in "${RESTORE_ORDER[@]}"; do
             echo "bench: round $round $mode restore $name" >&2
             R[restore/$name/$mode]+="$(timed "$mode" "${RESTORE[$name]}");"
+        done
+        for name in "${CLONE_ORDER[@]}"; do
+            echo "bench: round $round $mode clone $name" >&2
+            R[clone/$name/$mode]+="$(timed "$mode" "${CLONE[$name]}");"
         done
     done
 done
@@ -159,14 +169,23 @@ TABLE=$(
     echo "|---|---|---|---|---|---|---|---|"
     for n in "${SAVE_ORDER[@]}"; do row save "$n"; done
     for n in "${RESTORE_ORDER[@]}"; do row restore "$n"; done
+    for n in "${CLONE_ORDER[@]}"; do row clone "$n"; done
 )
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", b/a}'; }
 fcs=$(median 1 <<<"${R[save/ferroclone/cold]}"); pcs=$(median 1 <<<"${R[save/partclone|lz4/cold]}")
 ncs=$(median 1 <<<"${R[save/ntfsclone|lz4/cold]}"); dds=$(median 1 <<<"${R[save/dd-read/cold]}")
 fcr=$(median 1 <<<"${R[restore/ferroclone/cold]}"); pcr=$(median 1 <<<"${R[restore/lz4|partclone/cold]}")
+fcc=$(median 1 <<<"${R[clone/ferroclone/cold]}"); pcc=$(median 1 <<<"${R[clone/partclone-b/cold]}")
 SUMMARY=$(
     echo "- save: $(ratio "$fcs" "$pcs")x faster than partclone.ntfs | lz4 -1, $(ratio "$fcs" "$ncs")x faster than ntfsclone | lz4 (cold)"
     echo "- restore: $(ratio "$fcr" "$pcr")x faster than lz4 -d | partclone.ntfs -r (cold)"
+    echo "- clone: $(ratio "$fcc" "$pcc")x faster than partclone.ntfs -b (device to device, cold)"
+    if ((!SMOKE)); then
+        w() { median 1 <<<"${R[save/$1/warm]}"; }
+        a0c=$(median 1 <<<"${R[save/partclone-a0|lz4/cold]}")
+        echo "- save vs the best peers: cold $(ratio "$fcs" "$ncs")x ntfsclone|lz4, $(ratio "$fcs" "$a0c")x partclone -a0|lz4; warm $(ratio "$(w ferroclone)" "$(w "ntfsclone|lz4")")x and $(ratio "$(w ferroclone)" "$(w "partclone-a0|lz4")")x"
+        echo "- save + verify (cold): $(median 1 <<<"${R[save/ferroclone+verify/cold]}") s against $fcs s for the save alone"
+    fi
     echo "- save throughput of used data vs dd's sequential read of the whole file: $(awk -v u="$USED" -v f="$fcs" -v d="$dds" -v s="$SIZE_MIB" 'BEGIN{printf "%.0f%%", (u/f)/(s*1048576/d)*100}')"
     echo "- image size: ferroclone $(awk -v s="${SIZE[ferroclone]}" 'BEGIN{printf "%.3f", s/1e9}') GB vs partclone|lz4 $(awk -v s="${SIZE[partclone|lz4]}" 'BEGIN{printf "%.3f", s/1e9}') GB ($(awk -v a="${SIZE[ferroclone]}" -v b="${SIZE[partclone|lz4]}" 'BEGIN{printf "%.3f", a/b}')x)"
 )

@@ -5,11 +5,12 @@ set -euo pipefail
 
 PACKAGES=(
     build-essential musl-tools file          # the static musl binary and its check
-    gdisk fdisk util-linux                   # sgdisk, sfdisk, losetup, blkid
+    gdisk fdisk util-linux parted            # sgdisk, sfdisk, losetup, blkid; parted for Clonezilla fixtures
     e2fsprogs dosfstools mtools ntfs-3g      # mkfs + fill + fsck of ext, FAT, NTFS
     exfatprogs exfat-fuse xfsprogs btrfs-progs
-    partclone                                # cross-check of used-block counts
-    zstd lz4 openssl python3                 # fixture data and peers
+    partclone                                # cross-check of used-block counts; Clonezilla test images
+    zstd lz4 xz-utils bzip2 gzip             # fixture data, peers, Clonezilla test images
+    openssl python3
     tmux                                     # the TUI end-to-end test
     python3-fusepy fuse3                     # the failing-disk FUSE server of the fault tests
     # the rescue ISO (scripts/build-iso.sh) and its qemu end-to-end test (scripts/qemu-e2e.sh).

@@ -5,6 +5,7 @@
 //! - [`fs`]: filesystem detection and used-block maps.
 //! - [`image`]: the image format (docs/FORMAT.md), its writer and reader.
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
+//! - [`import`]: reading Clonezilla image directories and partclone/ntfsclone images.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
 //! - [`boot`]: the rescue environment's unattended mode (kernel command line).
 //! - [`tui`]: the interactive wizard (ratatui): state, screens, jobs on worker threads.
@@ -19,4 +20,5 @@ pub mod disk;
 pub mod engine;
 pub mod fs;
 pub mod image;
+pub mod import;
 pub mod tui;

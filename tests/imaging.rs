@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use crate::common::{fc_ok, fc_run, fixture, pattern_file, root, sh, sha256_file, tempdir};
 
-fn manifest(disk: &Path) -> String {
+pub(crate) fn manifest(disk: &Path) -> String {
     let out = tempfile::NamedTempFile::new().unwrap();
     sh(&format!(
         "'{}/scripts/disk-manifest.sh' '{}' '{}'",
@@ -20,7 +20,7 @@ fn manifest(disk: &Path) -> String {
 }
 
 /// Asserts two texts are equal, showing only the lines that differ.
-fn assert_same(a: &str, b: &str, what: &str) {
+pub(crate) fn assert_same(a: &str, b: &str, what: &str) {
     if a == b {
         return;
     }
@@ -31,7 +31,7 @@ fn assert_same(a: &str, b: &str, what: &str) {
     panic!("{what}:\n only in the first: {only_a:#?}\n only in the second: {only_b:#?}");
 }
 
-fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
+pub(crate) fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     use std::os::unix::fs::FileExt;
     let f = std::fs::File::open(path).unwrap();
     let mut buf = vec![0u8; len as usize];
@@ -39,7 +39,7 @@ fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     buf
 }
 
-fn inspect(disk: &Path) -> serde_json::Value {
+pub(crate) fn inspect(disk: &Path) -> serde_json::Value {
     serde_json::from_str(&fc_ok(&["inspect", disk.to_str().unwrap(), "--json"])).unwrap()
 }
 
@@ -48,7 +48,7 @@ fn s(p: &Path) -> &str {
 }
 
 /// Extracts partition `n` of `disk` into its own file and runs `check` on it.
-fn check_partition(disk: &Path, n: u64, check: &str) {
+pub(crate) fn check_partition(disk: &Path, n: u64, check: &str) {
     let j = inspect(disk);
     let p = j["partitions"]
         .as_array()
@@ -210,10 +210,10 @@ fn bare_filesystem_round_trips() {
 }
 
 /// A loop device this test made, detached on drop.
-struct Loop(String);
+pub(crate) struct Loop(pub(crate) String);
 
 impl Loop {
-    fn attach(file: &Path, args: &str) -> Loop {
+    pub(crate) fn attach(file: &Path, args: &str) -> Loop {
         let dev = sh(&format!("losetup -f --show {args} '{}'", file.display()));
         Loop(dev.trim().to_string())
     }

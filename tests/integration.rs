@@ -5,6 +5,7 @@ mod common;
 
 mod e2e;
 mod faults;
+mod fit;
 mod fs_btrfs;
 mod fs_exfat;
 mod fs_ext;
@@ -12,4 +13,5 @@ mod fs_fat;
 mod fs_ntfs;
 mod fs_xfs;
 mod imaging;
+mod import;
 mod tui;

@@ -11,12 +11,15 @@ use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::disk::sysfs;
+use crate::engine::clone::{self, ClonePlan};
+use crate::engine::clonezilla::ConvertPlan;
 use crate::engine::inspect::Inspected;
 use crate::engine::restore::{self, Confirmed, Fit, RestorePlan};
 use crate::engine::save::{self, default_threads, human_bytes, SavePlan};
 use crate::engine::verify;
 use crate::image::format::MIN_VOLUME_SIZE;
 use crate::image::reader::Image;
+use crate::import::clonezilla::{is_clonezilla_dir, CzImage};
 use progress::Printer;
 
 /// Exit codes (DESIGN §4).
@@ -87,6 +90,8 @@ pub enum Command {
         #[arg(long)]
         against: Option<PathBuf>,
     },
+    /// Convert a Clonezilla image directory into a native image.
+    Convert(ConvertArgs),
     /// Describe an image.
     Info {
         /// Image directory.
@@ -146,34 +151,84 @@ pub struct RestoreArgs {
     /// Fit the layout to a target of another size: none, auto or a partition number.
     #[arg(long, default_value = "none", value_parser = parse_fit)]
     pub fit: Fit,
-    /// New disk and partition GUIDs.
+    /// New disk and partition GUIDs (GPT) or a new disk signature (MBR); by default the IDs
+    /// Windows' boot configuration refers to are kept.
     #[arg(long)]
     pub new_ids: bool,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
+    /// Directory for the scratch file when a filesystem is shrunk (default: the image's
+    /// repository).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
     /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
     /// Show what would be done and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Clonezilla images: do not read and check the whole image before writing (damage is then
+    /// found while writing, and the restore stops there).
+    #[arg(long)]
+    pub skip_check: bool,
+}
+
+/// `convert` arguments.
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// Clonezilla (or Rescuezilla) image directory.
+    pub source: PathBuf,
+    /// Native image directory to create.
+    pub image: PathBuf,
+    /// Volume size, e.g. 2G, 700M (default just under 4 GB, for FAT32 sticks).
+    #[arg(long, value_parser = parse_size)]
+    pub split: Option<u64>,
+    /// Do not verify the new image.
+    #[arg(long)]
+    pub no_verify: bool,
 }
 
 /// `clone` arguments.
 #[derive(Debug, Args)]
 pub struct CloneArgs {
-    /// Source disk.
+    /// Source disk (block device or raw disk file); only read.
     pub source: PathBuf,
-    /// Target disk.
+    /// Target disk or file (created when missing).
     pub target: PathBuf,
-    /// Fit mode.
+    /// Fit the layout to a target of another size: none, auto or a partition number.
     #[arg(long, default_value = "none", value_parser = parse_fit)]
     pub fit: Fit,
-    /// New IDs.
+    /// New disk and partition GUIDs (GPT) or a new disk signature (MBR), for when both disks
+    /// stay in one machine.
     #[arg(long)]
     pub new_ids: bool,
-    /// Do not ask.
+    /// Only these partitions, written into the target's partitions given by --into.
+    #[arg(long, value_delimiter = ',')]
+    pub parts: Option<Vec<u32>>,
+    /// Write the --parts into these partitions of the target, one for each, keeping the
+    /// target's partition table (e.g. --parts 3 --into 2).
+    #[arg(long, value_delimiter = ',')]
+    pub into: Option<Vec<u32>>,
+    /// Directory for the scratch file when a filesystem is shrunk (default: $TMPDIR or /tmp).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
+    /// Read back every partition copied unchanged and compare it with the source.
+    #[arg(long)]
+    pub verify: bool,
+    /// Discard (TRIM) the free space of the partitions written instead of leaving old data
+    /// there (BLKDISCARD on a block device, holes in a file).
+    #[arg(long)]
+    pub discard: bool,
+    /// Do not ask: overwrite the target.
     #[arg(long)]
     pub yes: bool,
-    /// Touch nothing.
+    /// Show what would be done and touch nothing.
     #[arg(long)]
     pub dry_run: bool,
 }
@@ -283,17 +338,19 @@ pub fn run(cli: Cli) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Restore(a) => {
-            if a.new_ids {
-                bail!("--new-ids is not available yet");
-            }
             let plan = RestorePlan {
                 image: a.image,
                 target: a.target,
                 parts: a.parts,
                 fit: a.fit,
+                new_ids: a.new_ids,
+                into: a.into,
+                scratch: a.scratch,
+                discard: a.discard,
                 threads,
             };
-            let prepared = restore::prepare(&plan)?;
+            let mut prepared = restore::prepare(&plan)?;
+            prepared.set_skip_check(a.skip_check);
             for l in prepared.describe() {
                 eprintln!("{l}");
             }
@@ -310,6 +367,9 @@ pub fn run(cli: Cli) -> Result<Exit> {
             let r = restore::run(&prepared, confirmed, threads, &printer);
             printer.finish();
             let r = r?;
+            for n in &r.notes {
+                eprintln!("{n}");
+            }
             println!(
                 "restored {} onto {}: {} written, {:.1} s",
                 plan.image.display(),
@@ -319,7 +379,57 @@ pub fn run(cli: Cli) -> Result<Exit> {
             );
             Ok(Exit::Ok)
         }
-        Command::Clone(_) => bail!("clone is not available yet; save and restore instead"),
+        Command::Clone(a) => {
+            let plan = ClonePlan {
+                fit: a.fit,
+                new_ids: a.new_ids,
+                parts: a.parts,
+                into: a.into,
+                scratch: a.scratch,
+                verify: a.verify,
+                discard: a.discard,
+                threads,
+                ..ClonePlan::new(&a.source, &a.target)
+            };
+            let prepared = clone::prepare(&plan)?;
+            for l in prepared.describe() {
+                eprintln!("{l}");
+            }
+            for w in &prepared.warnings {
+                eprintln!("warning: {w}");
+            }
+            if a.dry_run {
+                println!("dry run: nothing was written");
+                return Ok(Exit::Ok);
+            }
+            let confirmed = if prepared.target_exists {
+                confirm(prepared.target(), a.yes)?
+            } else {
+                Confirmed::by_user()
+            };
+            let t0 = Instant::now();
+            let r = clone::run(&prepared, confirmed, threads, &printer);
+            printer.finish();
+            let r = r?;
+            for n in &r.notes {
+                eprintln!("{n}");
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "cloned {} onto {}: {} written, {:.1} s, {}/s{}",
+                plan.source.display(),
+                plan.target.display(),
+                human_bytes(r.written),
+                secs,
+                human_bytes((r.written as f64 / secs.max(0.001)) as u64),
+                if plan.verify {
+                    format!(", {} verified", human_bytes(r.verified))
+                } else {
+                    String::new()
+                }
+            );
+            Ok(Exit::Ok)
+        }
         Command::Verify { image, against } => {
             let t0 = Instant::now();
             let r = verify::verify(&image, against.as_deref(), threads, &printer);
@@ -344,6 +454,37 @@ pub fn run(cli: Cli) -> Result<Exit> {
                     b.length, b.offset, b.stream
                 );
             }
+            Ok(Exit::Ok)
+        }
+        Command::Convert(a) => {
+            let volume_size = a.split.unwrap_or(crate::image::format::DEFAULT_VOLUME_SIZE);
+            if volume_size < MIN_VOLUME_SIZE {
+                bail!(UsageError(format!(
+                    "--split must be at least {} ({MIN_VOLUME_SIZE} bytes)",
+                    human_bytes(MIN_VOLUME_SIZE)
+                )));
+            }
+            let plan = ConvertPlan {
+                volume_size,
+                verify: !a.no_verify,
+                threads,
+                ..ConvertPlan::new(&a.source, &a.image)
+            };
+            let t0 = Instant::now();
+            let r = crate::engine::clonezilla::convert(&plan, &printer);
+            printer.finish();
+            let (m, v) = r?;
+            let stored: u64 = m.streams.iter().map(|s| s.stored_bytes).sum();
+            let image: u64 = m.streams.iter().map(|s| s.image_bytes).sum();
+            println!(
+                "converted {} into {}: {} of data in {}, {:.1} s{}",
+                plan.source.display(),
+                plan.image.display(),
+                human_bytes(stored),
+                human_bytes(image),
+                t0.elapsed().as_secs_f64(),
+                if v.is_some() { ", verified" } else { "" }
+            );
             Ok(Exit::Ok)
         }
         Command::Info { image, json } => info(&image, json),
@@ -381,6 +522,11 @@ pub fn exit_code(err: &anyhow::Error) -> Exit {
             return Exit::Mismatch;
         }
         if let Some(e) = cause.downcast_ref::<ImageError>() {
+            if e.is_damage() {
+                return Exit::Mismatch;
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<crate::import::ImportError>() {
             if e.is_damage() {
                 return Exit::Mismatch;
             }
@@ -509,6 +655,9 @@ fn inspect(source: &Path, json: bool) -> Result<Exit> {
 }
 
 fn info(dir: &Path, json: bool) -> Result<Exit> {
+    if is_clonezilla_dir(dir) {
+        return info_clonezilla(dir, json);
+    }
     let image = match Image::open(dir) {
         Ok(i) => i,
         Err(e) => {
@@ -605,6 +754,112 @@ fn info(dir: &Path, json: bool) -> Result<Exit> {
         println!(
             "unreadable at save, stored as zeros: {} bytes at source byte {:#x} ({})",
             b.length, b.offset, b.stream
+        );
+    }
+    Ok(Exit::Ok)
+}
+
+fn info_clonezilla(dir: &Path, json: bool) -> Result<Exit> {
+    let cz = match CzImage::open(dir) {
+        Ok(c) => c,
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "format": "clonezilla", "complete": false, "error": e.to_string() })
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    let m = cz.manifest();
+    if json {
+        let parts: Vec<_> = cz
+            .restorable()
+            .map(|p| {
+                let d = p.data.as_ref();
+                serde_json::json!({
+                    "number": p.number,
+                    "fs": p.fs,
+                    "mode": m.partitions.iter().find(|e| e.number == p.number).map(|e| e.mode),
+                    "stored_bytes": CzImage::stored_bytes(p),
+                    "image_bytes": d.map(|d| d.pieces.total()).unwrap_or(0),
+                    "file": d.map(|d| d.name.clone()),
+                    "pieces": d.map(|d| d.pieces.files.len()).unwrap_or(0),
+                    "compression": d.map(|d| d.compression.name()),
+                    "partclone": d.and_then(|d| d.partclone.as_ref()).map(|h| serde_json::json!({
+                        "format": format!("{:?}", h.format),
+                        "version": h.tool_version,
+                        "fs": h.fs,
+                        "block_size": h.block_size,
+                        "checksum": h.checksum.name(),
+                        "blocks_per_checksum": h.blocks_per_checksum,
+                    })),
+                    "swap": p.swap.is_some(),
+                })
+            })
+            .collect();
+        let v = serde_json::json!({
+            "format": "clonezilla",
+            "version": m.version,
+            "complete": true,
+            "created": m.created,
+            "tool": m.tool,
+            "source": m.source,
+            "partitions": parts,
+            "warnings": cz.warnings,
+            "parent": null,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "image:   {} (Clonezilla image of {})",
+        dir.display(),
+        cz.disk
+    );
+    println!("created: {} by {}", m.created, m.tool);
+    println!(
+        "source:  {}, {} table, {}-byte sectors",
+        human_bytes(m.source.size_bytes),
+        m.source.table,
+        m.source.logical_sector_size
+    );
+    for w in &cz.warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{:>3} {:<9} {:>10} {:>10} {:>10}  DATA",
+        "#", "FS", "SIZE", "STORED", "IMAGE"
+    );
+    for p in &cz.parts {
+        let (stored, image, what) = match (&p.data, &p.swap) {
+            (Some(d), _) => (
+                human_bytes(d.stored_bytes),
+                human_bytes(d.pieces.total()),
+                format!(
+                    "{} ({}, {} piece{}{})",
+                    d.name,
+                    d.compression.name(),
+                    d.pieces.files.len(),
+                    if d.pieces.files.len() == 1 { "" } else { "s" },
+                    d.partclone
+                        .as_ref()
+                        .map(|h| format!(", partclone {} {}", h.tool_version, h.checksum.name()))
+                        .unwrap_or_default()
+                ),
+            ),
+            (None, Some(_)) => ("4.0 KiB".into(), "-".into(), "swap, recreated".into()),
+            _ => ("-".into(), "-".into(), "not imaged".into()),
+        };
+        println!(
+            "{:>3} {:<9} {:>10} {:>10} {:>10}  {}",
+            p.number,
+            p.fs.to_string(),
+            human_bytes(p.size),
+            stored,
+            image,
+            what
         );
     }
     Ok(Exit::Ok)

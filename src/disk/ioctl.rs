@@ -8,6 +8,7 @@ use std::os::fd::AsRawFd;
 nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
 nix::ioctl_read_bad!(blksszget, 0x1268, libc::c_int);
 nix::ioctl_read_bad!(blkpbszget, 0x127b, libc::c_uint);
+nix::ioctl_write_ptr_bad!(blkdiscard, nix::request_code_none!(0x12, 119), [u64; 2]);
 
 /// Size of a block device in bytes (BLKGETSIZE64).
 pub fn size_bytes(file: &File) -> io::Result<u64> {
@@ -42,4 +43,12 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     };
     // SAFETY: plain syscall on an open descriptor; no memory is passed.
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Tells the device that `[start, start + len)` holds nothing (BLKDISCARD, a TRIM on SSDs).
+pub fn discard(file: &File, start: u64, len: u64) -> io::Result<()> {
+    let range = [start, len];
+    // SAFETY: the fd is open for the lifetime of `file`; the kernel reads two u64 from `range`.
+    unsafe { blkdiscard(file.as_raw_fd(), &range) }.map_err(io::Error::from)?;
+    Ok(())
 }

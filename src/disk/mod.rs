@@ -124,6 +124,35 @@ impl FileDisk {
         self.is_block
     }
 
+    /// Drops `[start, start + len)`: BLKDISCARD on a block device (a TRIM on SSDs), a punched
+    /// hole in a regular file. The range is narrowed to whole logical sectors. What a discarded
+    /// range reads back as is up to the device, so only ranges that hold nothing are discarded.
+    pub fn discard(&self, start: u64, len: u64) -> io::Result<()> {
+        let ss = u64::from(self.logical);
+        let from = start.div_ceil(ss) * ss;
+        let to = start.saturating_add(len).min(self.len) / ss * ss;
+        if from >= to {
+            return Ok(());
+        }
+        if self.is_block {
+            ioctl::discard(&self.file, from, to - from)
+        } else {
+            use std::os::fd::AsRawFd;
+            let (off, n) = (
+                i64::try_from(from).map_err(io::Error::other)?,
+                i64::try_from(to - from).map_err(io::Error::other)?,
+            );
+            nix::fcntl::fallocate(
+                self.file.as_raw_fd(),
+                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                off,
+                n,
+            )
+            .map_err(io::Error::from)
+        }
+    }
+
     /// Tells the kernel the whole disk will be read sequentially.
     pub fn advise_sequential(&self) {
         // Advice only: failure changes nothing but speed.

@@ -297,6 +297,73 @@ pub fn source_conflicts(source: &Path, image_dir: &Path) -> (Vec<String>, Option
     (warnings, conflict)
 }
 
+/// True when `dir` (or the nearest existing parent) lives on the disk `dev`, a block device
+/// (or on one of its partitions).
+pub fn dir_on_disk(dir: &Path, dev: &Path) -> bool {
+    let Ok(meta) = fs::metadata(dev) else {
+        return false;
+    };
+    if !meta.file_type().is_block_device() {
+        return false;
+    }
+    match (dir_disk(dir), whole_disk_sys(&devno(meta.rdev()))) {
+        (Some(a), Some(b)) => fs::canonicalize(a).ok() == fs::canonicalize(b).ok(),
+        _ => false,
+    }
+}
+
+/// How `a` and `b` share storage, if they do: the same file or device (canonical path, inode,
+/// or device number), partitions of one disk, or a loop device over the other file.
+pub fn same_storage(a: &Path, b: &Path) -> Option<String> {
+    let (ca, cb) = (fs::canonicalize(a).ok()?, fs::canonicalize(b).ok()?);
+    if ca == cb {
+        return Some(format!("{} and {} are the same", a.display(), b.display()));
+    }
+    let (ma, mb) = (fs::metadata(&ca).ok()?, fs::metadata(&cb).ok()?);
+    let (ba, bb) = (
+        ma.file_type().is_block_device(),
+        mb.file_type().is_block_device(),
+    );
+    if ba && bb {
+        if ma.rdev() == mb.rdev() {
+            return Some(format!(
+                "{} and {} are the same device ({})",
+                a.display(),
+                b.display(),
+                devno(ma.rdev())
+            ));
+        }
+        let (wa, wb) = (
+            whole_disk_sys(&devno(ma.rdev())),
+            whole_disk_sys(&devno(mb.rdev())),
+        );
+        if wa.is_some() && wa == wb {
+            return Some(format!(
+                "{} and {} are on the same disk",
+                a.display(),
+                b.display()
+            ));
+        }
+        return None;
+    }
+    if !ba && !bb {
+        if ma.dev() == mb.dev() && ma.ino() == mb.ino() {
+            return Some(format!(
+                "{} and {} are the same file",
+                a.display(),
+                b.display()
+            ));
+        }
+        return None;
+    }
+    // A loop device over the other one, a regular file.
+    let (dev, file, meta) = if ba { (a, &cb, &ma) } else { (b, &ca, &mb) };
+    let sys = whole_disk_sys(&devno(meta.rdev()))?;
+    let backing = read_trim(&sys.join("loop/backing_file"));
+    (Path::new(&backing) == file.as_path())
+        .then(|| format!("{} is a loop device over {}", dev.display(), file.display()))
+}
+
 /// The /sys/block directory of the disk holding `dir`.
 fn dir_disk(dir: &Path) -> Option<PathBuf> {
     let mut probe = dir.to_path_buf();

@@ -13,14 +13,13 @@ use crate::disk::table::TableKind;
 use crate::disk::{sysfs, BlockDev, FileDisk};
 use crate::engine::inspect::Inspected;
 use crate::engine::progress::{cancelled, Progress, ProgressEvent};
-use crate::engine::{verify, Interrupted};
+use crate::engine::{resize, verify, Interrupted};
 use crate::fs::{Extents, FsInfo, FsKind};
 use crate::image::format::{StreamCursor, BLOCK_SIZE, DEFAULT_VOLUME_SIZE};
 use crate::image::manifest::{
     BadRange, GptInfo, Manifest, Mode, PartEntry, StreamInfo, TableInfo, FORMAT_NAME,
-    MANIFEST_FILE, MANIFEST_SHA_FILE,
 };
-use crate::image::writer::{encode_block_owned, write_small, StreamWriter};
+use crate::image::writer::{encode_block_owned, sync_dir, write_manifest, StreamWriter};
 
 /// A validated save job.
 #[derive(Debug, Clone)]
@@ -121,7 +120,8 @@ pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
             std::fs::rename(&partial, &plan.image).with_context(|| {
                 format!("renaming {} to {}", partial.display(), plan.image.display())
             })?;
-            sync_dir(plan.image.parent());
+            let parent = plan.image.parent().filter(|p| !p.as_os_str().is_empty());
+            sync_dir(parent.unwrap_or(Path::new(".")));
             if plan.verify {
                 let v = verify::verify(&plan.image, None, plan.threads, progress)
                     .context("verifying the new image")?;
@@ -133,16 +133,6 @@ pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
             let _ = std::fs::remove_dir_all(&partial);
             Err(e)
         }
-    }
-}
-
-fn sync_dir(dir: Option<&Path>) {
-    let dir = match dir {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
     }
 }
 
@@ -205,6 +195,20 @@ fn save_into(
         };
         if plan.raw {
             fs.used = None;
+        }
+        // The smallest size a restore may shrink it to, as its own resize tool computes it
+        // (read-only); the map's estimate stays when the tool is not there.
+        if mode == Mode::Used {
+            if let Some(min) = resize::measure_min(
+                disk.path(),
+                p.start,
+                p.size,
+                fs.kind,
+                fs.block_size,
+                disk.logical_sector(),
+            ) {
+                fs.min_size = Some(min);
+            }
         }
         jobs.push(Job {
             number: p.number,
@@ -315,18 +319,8 @@ fn save_into(
         parent: None,
         bad_ranges,
     };
-    let json = serde_json::to_vec_pretty(&manifest).context("encoding the manifest")?;
     // Every volume, map and index is synced; the manifest comes last and makes it complete.
-    sync_dir(Some(dir));
-    write_small(dir, MANIFEST_FILE, &json)?;
-    // A detached checksum in sha256sum's format, to check or to keep elsewhere.
-    let digest = crate::image::writer::hex(&<sha2::Sha256 as sha2::Digest>::digest(&json));
-    write_small(
-        dir,
-        MANIFEST_SHA_FILE,
-        format!("{digest}  {MANIFEST_FILE}\n").as_bytes(),
-    )?;
-    sync_dir(Some(dir));
+    write_manifest(dir, &manifest)?;
     let image_bytes = manifest.streams.iter().map(|s| s.image_bytes).sum();
     Ok(SaveReport {
         read_bytes: total,

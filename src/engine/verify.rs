@@ -44,6 +44,14 @@ pub fn verify(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    if crate::import::clonezilla::is_clonezilla_dir(dir) {
+        let cz = crate::import::clonezilla::CzImage::open(dir)?;
+        for w in &cz.warnings {
+            progress.event(ProgressEvent::Warning(w.clone()));
+        }
+        return crate::engine::clonezilla::verify(&cz, against, progress)
+            .with_context(|| format!("verifying the Clonezilla image {}", dir.display()));
+    }
     let image = Image::open(dir)?;
     let streams = image.load_all()?;
     let source = match against {

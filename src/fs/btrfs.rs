@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::bytes::{arr, le16, le32, le64};
 use crate::disk::Region;
+use crate::fs::checksum::crc32c;
 use crate::fs::{read_at, Extents, FsError, FsInfo, FsKind};
 
 const FS: FsKind = FsKind::Btrfs;
@@ -863,66 +864,6 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
     }
     info.used = Some(Extents::from_unsorted(runs));
     Ok(())
-}
-
-/// CRC-32C (Castagnoli) lookup table, reflected polynomial 0x82F63B78.
-const CRC32C_TABLE: [u32; 256] = crc32c_table();
-
-#[allow(
-    clippy::indexing_slicing,
-    clippy::arithmetic_side_effects,
-    clippy::as_conversions
-)]
-// OK: const evaluation over i < 256; any mistake fails the build, not a run.
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-/// Continues a CRC-32C over `data` (pass `!0` to start, complement the result to finish).
-pub(crate) fn crc32c_update(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        let idx = usize::from(crc.to_le_bytes()[0] ^ b);
-        crc = CRC32C_TABLE.get(idx).copied().unwrap_or(0) ^ (crc >> 8);
-    }
-    crc
-}
-
-/// CRC-32C of `data`.
-pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    !crc32c_update(!0, data)
-}
-
-/// True when the little-endian CRC-32C stored at `crc_off` in `buf` matches the CRC of `buf`
-/// with that field taken as zero (the XFS convention).
-pub(crate) fn crc32c_ok(buf: &[u8], crc_off: usize) -> bool {
-    let Some(end) = crc_off.checked_add(4) else {
-        return false;
-    };
-    let (Some(head), Some(field), Some(tail)) =
-        (buf.get(..crc_off), buf.get(crc_off..end), buf.get(end..))
-    else {
-        return false;
-    };
-    let mut c = crc32c_update(!0, head);
-    c = crc32c_update(c, &[0; 4]);
-    c = crc32c_update(c, tail);
-    field == (!c).to_le_bytes()
 }
 
 #[cfg(test)]

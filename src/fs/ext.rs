@@ -21,6 +21,7 @@
 
 use crate::bytes::{le16, le32};
 use crate::disk::Region;
+use crate::fs::checksum::{crc16, crc32c_update};
 use crate::fs::{read_at, Extents, FsError, FsInfo, FsKind};
 
 /// The primary superblock: byte 1024, 1024 bytes long.
@@ -346,7 +347,7 @@ impl Geometry {
             let seed = if incompat & INCOMPAT_CSUM_SEED != 0 {
                 sb32(sb, 0x270)?
             } else {
-                crc32c(!0, &uuid)
+                crc32c_update(!0, &uuid)
             };
             Csum::Crc32c(seed)
         } else if ro_compat & RO_GDT_CSUM != 0 {
@@ -470,10 +471,10 @@ impl Geometry {
         match self.csum {
             Csum::None => None,
             Csum::Crc32c(seed) => {
-                let c = crc32c(seed, &group);
-                let c = crc32c(c, before);
-                let c = crc32c(c, &[0, 0]);
-                let c = crc32c(c, after);
+                let c = crc32c_update(seed, &group);
+                let c = crc32c_update(c, before);
+                let c = crc32c_update(c, &[0, 0]);
+                let c = crc32c_update(c, after);
                 u16::try_from(c & 0xFFFF).ok()
             }
             Csum::Crc16 => {
@@ -496,36 +497,6 @@ fn is_power_of(n: u64, base: u64) -> bool {
         }
     }
     p == n
-}
-
-/// CRC-32C (Castagnoli, reflected 0x82F63B78), raw: no pre- or post-inversion, as ext4 uses it.
-fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
-/// CRC-16 (ANSI, reflected 0xA001), raw, as ext2fs_crc16.
-fn crc16(mut crc: u16, data: &[u8]) -> u16 {
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
 }
 
 /// Set bits among the first `nbits` of an LSB-first bitmap.
@@ -659,7 +630,7 @@ fn map_group(
             })?;
         if let Csum::Crc32c(seed) = geo.csum {
             let len = usize::try_from(geo.clusters_per_group / 8).unwrap_or(usize::MAX);
-            let c = crc32c(seed, bitmap.get(..len).unwrap_or(bitmap));
+            let c = crc32c_update(seed, bitmap.get(..len).unwrap_or(bitmap));
             let c = if geo.desc_size >= BG_BLOCK_BITMAP_CSUM_HI_END {
                 c
             } else {
@@ -761,7 +732,7 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
     let ro_compat = get32(0x64);
     if ro_compat & RO_METADATA_CSUM != 0 {
         let stored = get32(0x3FC);
-        let computed = crc32c(!0, sb.get(..0x3FC).unwrap_or(&[]));
+        let computed = crc32c_update(!0, sb.get(..0x3FC).unwrap_or(&[]));
         if stored != computed {
             return Err(corrupt(
                 field(0x3FC),
@@ -1049,7 +1020,7 @@ mod tests {
     #[test]
     fn checksums() {
         // Known answers: CRC-32C("123456789") = 0xE3069283, CRC-16/ARC = 0xBB3D.
-        assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
+        assert_eq!(!crc32c_update(!0, b"123456789"), 0xE306_9283);
         assert_eq!(crc16(0, b"123456789"), 0xBB3D);
     }
 
@@ -1183,7 +1154,7 @@ mod tests {
     /// Recomputes the checksum of superblock `sb` after an edit (metadata_csum only).
     fn fix_sb_csum(sb: &mut [u8]) {
         if le32(sb, 0x64).unwrap() & RO_METADATA_CSUM != 0 {
-            let c = crc32c(!0, &sb[..0x3FC]);
+            let c = crc32c_update(!0, &sb[..0x3FC]);
             sb[0x3FC..].copy_from_slice(&c.to_le_bytes());
         }
     }

@@ -6,6 +6,7 @@
 //! skipped. Nothing here writes or prints.
 
 pub mod btrfs;
+pub mod checksum;
 pub mod exfat;
 pub mod ext;
 pub mod extents;

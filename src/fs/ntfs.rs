@@ -223,6 +223,16 @@ pub fn fill(part: &Region<'_>, info: &mut FsInfo) -> Result<(), FsError> {
     }
     let tail_end = backup_end.min(part_len).max(tail_start);
     used.add(tail_start, tail_end.saturating_sub(tail_start));
+    // ntfsresize (and ntfs-3g, which checks the backup there) put the backup boot sector in the
+    // partition's last sector when the partition is larger than the volume: keep that sector
+    // too when it holds one.
+    let last_sector = part_len.saturating_sub(vol.boot.sector_size);
+    if last_sector >= tail_end {
+        let b = read_at(part, FS, last_sector, 512)?;
+        if b.get(3..11) == Some(b"NTFS    ".as_slice()) && le16(&b, 510) == Some(0xAA55) {
+            used.add(last_sector, vol.boot.sector_size);
+        }
+    }
 
     // $Volume: label and dirty flag.
     let rec3 = vol.record(REC_VOLUME)?;
@@ -2042,6 +2052,15 @@ mod tests {
             let used = run(img).unwrap().used.unwrap();
             assert_eq!(used.runs().last(), Some(&(c(255), c(1))));
         }
+        // ... and keeps a copy of the boot sector in the partition's last sector (ntfsresize's
+        // place for it).
+        let mut img = synth(&Synth::default());
+        let boot = img[..512].to_vec();
+        img.resize(PART + (1 << 20), 0);
+        let end = img.len();
+        img[end - 512..].copy_from_slice(&boot);
+        let used = run(img).unwrap().used.unwrap();
+        assert_eq!(used.runs().last(), Some(&((end - 512) as u64, 512)));
 
         // A partial-cluster tail: 2044 sectors, total_sectors 2043, 255 clusters; the tail is
         // 2048 bytes (the last 3 sectors of the volume + the backup boot sector).

@@ -26,9 +26,9 @@
 
 use std::collections::HashSet;
 
-use super::btrfs::crc32c_ok;
 use crate::bytes::{arr, be16, be32, be64};
 use crate::disk::Region;
+use crate::fs::checksum::crc32c_ok;
 use crate::fs::{read_at, Extents, FsError, FsInfo, FsKind};
 
 const FS: FsKind = FsKind::Xfs;
@@ -894,7 +894,7 @@ pub(crate) mod tests {
     /// Writes the little-endian CRC-32C of `buf` (field taken as zero) at `off`.
     pub(crate) fn set_crc(buf: &mut [u8], off: usize) {
         buf[off..off + 4].fill(0);
-        let c = crate::fs::btrfs::crc32c(buf);
+        let c = crate::fs::checksum::crc32c(buf);
         buf[off..off + 4].copy_from_slice(&c.to_le_bytes());
     }
 

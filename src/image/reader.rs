@@ -479,7 +479,7 @@ impl<'a> BlockStream<'a> {
             })?;
             self.volume = Some((
                 vi,
-                BufReader::with_capacity(4 << 20, f),
+                BufReader::with_capacity(256 << 10, f),
                 path,
                 0,
                 (crc32fast::Hasher::new(), Sha256::new()),
@@ -547,7 +547,8 @@ pub fn decode_block(
 ) -> Result<(), ImageError> {
     // len is at most MAX_BLOCK_SIZE (checked when the index was decoded).
     let len = usize::try_from(raw.entry.len).unwrap_or(0);
-    out.clear();
+    // Every encoding overwrites all `len` bytes (zero blocks are filled below), so a reused
+    // buffer is not cleared first.
     out.resize(len, 0);
     let bs = u64::from(stream.block_size);
     let bad = |detail: String| ImageError::BadBlock {
@@ -560,7 +561,7 @@ pub fn decode_block(
         detail,
     };
     match raw.entry.encoding {
-        Encoding::Zero => {}
+        Encoding::Zero => out.fill(0),
         Encoding::Stored => {
             if raw.payload.len() != len {
                 return Err(bad(format!(

@@ -9,7 +9,7 @@ use crate::fs::Extents;
 use crate::image::format::{
     encode_index, encode_map, Encoding, IndexEntry, RecordHeader, RECORD_HEADER_LEN,
 };
-use crate::image::manifest::{FileRef, StreamInfo};
+use crate::image::manifest::{FileRef, Manifest, StreamInfo, MANIFEST_FILE, MANIFEST_SHA_FILE};
 use crate::image::ImageError;
 use sha2::{Digest, Sha256};
 
@@ -27,8 +27,20 @@ pub struct Encoded {
     pub len: u32,
     /// CRC32 of the uncompressed bytes.
     pub crc: u32,
-    /// The payload (empty for zero blocks).
+    /// The buffer holding the payload in its first `payload_len` bytes (a compression buffer
+    /// keeps its full length, so that reusing it never zero-fills it again).
     pub payload: Vec<u8>,
+    /// Length of the payload (0 for zero blocks).
+    pub payload_len: usize,
+}
+
+impl Encoded {
+    /// The bytes to store.
+    pub fn bytes(&self) -> &[u8] {
+        self.payload
+            .get(..self.payload_len)
+            .unwrap_or(&self.payload)
+    }
 }
 
 /// Encodes one block: all-zero → a hole, else LZ4, else stored when LZ4 does not gain.
@@ -48,27 +60,33 @@ pub fn encode_block_owned(data: Vec<u8>, mut scratch: Vec<u8>) -> (Encoded, Vec<
             len,
             crc,
             payload: Vec::new(),
+            payload_len: 0,
         };
         return (enc, data);
     }
-    scratch.resize(lz4_flex::block::get_maximum_output_size(data.len()), 0);
+    let need = lz4_flex::block::get_maximum_output_size(data.len());
+    if scratch.len() < need {
+        scratch.resize(need, 0);
+    }
     match lz4_flex::block::compress_into(&data, &mut scratch) {
         Ok(n) if n < data.len() => {
-            scratch.truncate(n);
             let enc = Encoded {
                 encoding: Encoding::Lz4,
                 len,
                 crc,
                 payload: scratch,
+                payload_len: n,
             };
             (enc, data)
         }
         _ => {
+            let payload_len = data.len();
             let enc = Encoded {
                 encoding: Encoding::Stored,
                 len,
                 crc,
                 payload: data,
+                payload_len,
             };
             (enc, scratch)
         }
@@ -154,7 +172,9 @@ impl StreamWriter {
                 source: e,
             })?;
         self.current = Some(Volume {
-            out: BufWriter::with_capacity(4 << 20, file),
+            // Smaller than a block: full payloads go straight to write(2) instead of being copied
+            // into the buffer first; headers and small payloads are gathered.
+            out: BufWriter::with_capacity(256 << 10, file),
             path,
             name,
             written: 0,
@@ -203,7 +223,8 @@ impl StreamWriter {
             });
             return Ok(());
         }
-        let rec_len = (RECORD_HEADER_LEN + enc.payload.len()) as u64;
+        let payload = enc.bytes();
+        let rec_len = (RECORD_HEADER_LEN + payload.len()) as u64;
         let roll = match &self.current {
             None => true,
             Some(v) => v.written > 0 && v.written + rec_len > self.volume_size,
@@ -223,19 +244,19 @@ impl StreamWriter {
             encoding: enc.encoding,
             block,
             len: enc.len,
-            stored_len: enc.payload.len() as u32,
+            stored_len: payload.len() as u32,
             crc: enc.crc,
         }
         .encode();
         let offset = v.written;
         v.out
             .write_all(&header)
-            .and_then(|()| v.out.write_all(&enc.payload))
+            .and_then(|()| v.out.write_all(payload))
             .map_err(|e| write_err(&v.path, offset, e, remaining))?;
         v.hasher.update(&header);
-        v.hasher.update(&enc.payload);
+        v.hasher.update(payload);
         v.sha.update(header);
-        v.sha.update(&enc.payload);
+        v.sha.update(payload);
         v.written += rec_len;
         let in_file = v.written - v.out.buffer().len() as u64;
         if in_file >= v.flushed + WRITEBACK_EVERY {
@@ -246,7 +267,7 @@ impl StreamWriter {
         self.entries.push(IndexEntry {
             encoding: enc.encoding,
             len: enc.len,
-            stored_len: enc.payload.len() as u32,
+            stored_len: payload.len() as u32,
             crc: enc.crc,
             volume,
             offset,
@@ -281,6 +302,32 @@ impl StreamWriter {
             index: index_ref,
             volumes: self.volumes,
         })
+    }
+}
+
+/// Completes an image directory: writes `manifest.json` (after every other file, which the
+/// caller has synced) and its detached `manifest.sha256`, and syncs the directory.
+pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), ImageError> {
+    let json = serde_json::to_vec_pretty(manifest).map_err(|e| ImageError::Corrupt {
+        file: dir.join(MANIFEST_FILE),
+        detail: format!("encoding the manifest: {e}"),
+    })?;
+    sync_dir(dir);
+    write_small(dir, MANIFEST_FILE, &json)?;
+    let digest = hex(&Sha256::digest(&json));
+    write_small(
+        dir,
+        MANIFEST_SHA_FILE,
+        format!("{digest}  {MANIFEST_FILE}\n").as_bytes(),
+    )?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Syncs a directory's entries (advice: errors change nothing but durability).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
     }
 }
 
@@ -332,6 +379,6 @@ mod tests {
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         let e = encode_block(&noise);
-        assert!(e.encoding == Encoding::Stored || e.payload.len() < 1000);
+        assert!(e.encoding == Encoding::Stored || e.bytes().len() < 1000);
     }
 }

@@ -1378,6 +1378,10 @@ impl App {
             target: target.path.clone(),
             parts,
             fit: Fit::None,
+            new_ids: false,
+            into: None,
+            scratch: None,
+            discard: false,
             threads: self.setup.threads.max(1),
         })
     }
