@@ -18,7 +18,7 @@
 #              ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff
 #           2. UEFI (OVMF), ISO as a USB stick (= dd): ferroclone.run="restore /repo/win
 #              /dev/nvme0n1" onto an empty NVMe disk, ferroclone.after=poweroff
-#           6. the ISO's kernel and initrd, an SMB repository: qemu's own smbd (smb= of the
+#           6. BIOS, ISO as a USB stick, an SMB repository: qemu's own smbd (smb= of the
 #              restricted user-mode network) shares a work directory as //10.0.2.4/qemu;
 #              ferroclone.repo=smb://10.0.2.4/qemu ferroclone.run="save /dev/vda /repo/win"
 #   lane B  3. UEFI with Secure Boot enforced (OVMF with Microsoft's keys), ISO as CD, no keys:
@@ -228,10 +228,10 @@ lane_a() {
         -fw_cfg "$(keys 2 'ferroclone.repo=LABEL=REPO ferroclone.run="restore /repo/win /dev/nvme0n1" ferroclone.after=poweroff')") || return 1
     log "2-restore-uefi-usb: ok in $s s"
     mkdir -p "$WORK/smb"
-    s=$(vm 6-save-smb job -- "${BIOS[@]}" -kernel "$WORK/vmlinuz" -initrd "$WORK/initrd.img" "${SRC[@]}" \
+    s=$(vm 6-save-smb-bios-usb job -- "${BIOS[@]}" "${STICK[@]}" "${SRC[@]}" \
         -nic "user,model=virtio-net-pci,restrict=on,smb=$WORK/smb" \
-        -append 'console=ttyS0,115200 loglevel=4 ferroclone.repo=smb://10.0.2.4/qemu ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff') || return 1
-    log "6-save-smb: ok in $s s"
+        -fw_cfg "$(keys 6 'ferroclone.repo=smb://10.0.2.4/qemu ferroclone.run="save /dev/vda /repo/win" ferroclone.after=poweroff')") || return 1
+    log "6-save-smb-bios-usb: ok in $s s"
 }
 lane_b() {
     local s
