@@ -13,6 +13,15 @@ PACKAGES=(
     openssl python3
     tmux                                     # the TUI end-to-end test
     python3-fusepy fuse3                     # the failing-disk FUSE server of the fault tests
+    # the rescue ISO (scripts/build-iso.sh) and its qemu end-to-end test (scripts/qemu-e2e.sh).
+    # The kernel is not installed: build-iso.sh fetches Debian's bookworm-backports kernel .deb
+    # with `apt-get download` through its own apt configuration under target/iso-cache (the
+    # system's apt sources are not changed) and unpacks it with dpkg -x.
+    busybox-static cpio kmod xz-utils debian-archive-keyring
+    xorriso isolinux syslinux-common grub-common grub-efi-amd64-bin
+    qemu-system-x86 ovmf
+    nfs-ganesha nfs-ganesha-vfs iproute2      # a userspace NFS server for the NFS repository boot
+    samba                                    # smbd, which qemu's smb= runs for the SMB boot
 )
 
 missing=()

@@ -7,11 +7,13 @@
 //! - [`engine`]: save, restore and verify jobs; progress events; cancellation.
 //! - [`import`]: reading Clonezilla image directories and partclone/ntfsclone images.
 //! - [`cli`]: command-line arguments, confirmation, progress printing.
+//! - [`boot`]: the rescue environment's unattended mode (kernel command line).
 //! - [`tui`]: the interactive wizard (ratatui): state, screens, jobs on worker threads.
 //!
 //! Policy: no byte sequence from a disk or an image makes this crate panic, loop forever or
 //! allocate without bound; errors say what and where.
 
+pub mod boot;
 pub mod bytes;
 pub mod cli;
 pub mod disk;

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod e2e;
 mod faults;
 mod fit;
 mod fs_btrfs;

@@ -109,6 +109,9 @@ pub enum Command {
         #[arg(long)]
         repo: Option<PathBuf>,
     },
+    /// The rescue environment's unattended mode (run by the ISO's /init).
+    #[command(hide = true)]
+    Boot(crate::boot::BootArgs),
 }
 
 /// `save` arguments.
@@ -499,7 +502,42 @@ pub fn run(cli: Cli) -> Result<Exit> {
                 threads,
             })
         }
+        Command::Boot(a) => crate::boot::main(&a),
     }
+}
+
+/// The exit code for an error (DESIGN §4): interrupted, usage, mismatch or damage, else failed.
+pub fn exit_code(err: &anyhow::Error) -> Exit {
+    use crate::engine::verify::Mismatch;
+    use crate::engine::Interrupted;
+    use crate::image::ImageError;
+    for cause in err.chain() {
+        if cause.downcast_ref::<Interrupted>().is_some() {
+            return Exit::Interrupted;
+        }
+        if cause.downcast_ref::<UsageError>().is_some() {
+            return Exit::Usage;
+        }
+        if cause.downcast_ref::<Mismatch>().is_some() {
+            return Exit::Mismatch;
+        }
+        if let Some(e) = cause.downcast_ref::<ImageError>() {
+            if e.is_damage() {
+                return Exit::Mismatch;
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<crate::import::ImportError>() {
+            if e.is_damage() {
+                return Exit::Mismatch;
+            }
+        }
+        if let Some(e) = cause.downcast_ref::<std::io::Error>() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Exit::Ok;
+            }
+        }
+    }
+    Exit::Failed
 }
 
 /// The one place a user agrees to overwrite a disk: `--yes`, or typing its name on a terminal.
