@@ -216,7 +216,7 @@ chmod 0700 "$STAGE/root"
 # Modules: resolve each top-level name of a section into its ordered closure.
 declare -A SEEN=()
 resolve_section() { # SECTION LOADFILE
-    local section=$1 load=$2 cur= line name opt out path rel names
+    local section=$1 load=$2 cur='' line name opt out path rel names
     : >"$load"
     while IFS= read -r line; do
         line=${line%%#*}

@@ -38,6 +38,7 @@
 # Environment: QEMU_ACCEL (default tcg; KVM hangs on some machines, so it is never chosen by
 # itself), OVMF_CODE / OVMF_VARS (default Debian's 4M images), FERROCLONE (host binary, default
 # target/release/ferroclone, built when missing).
+# shellcheck disable=SC2054  # qemu's options are comma-separated inside one argument
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -178,9 +179,9 @@ vm() {
 
 # An NFSv4 server on 127.0.0.1 (our own process), exporting $WORK/nfs/export as /export.
 start_nfs() {
-    local d=$WORK/nfs i
+    local d=$WORK/nfs _
     mkdir -p "$d/export" "$d/recovery"
-    for i in $(seq 20); do
+    for _ in $(seq 20); do
         NFS_PORT=$((20000 + RANDOM % 20000))
         ss -ltn | grep -q ":$NFS_PORT " || break
     done
@@ -193,7 +194,7 @@ LOG { Default_Log_Level = EVENT; }
 EOF
     ganesha.nfsd -F -L "$d/ganesha.log" -f "$d/ganesha.conf" -p "$d/ganesha.pid" -N NIV_EVENT &
     NFS_PID=$!
-    for i in $(seq 40); do
+    for _ in $(seq 40); do
         grep -q 'NFS SERVER INITIALIZED' "$d/ganesha.log" 2>/dev/null && return 0
         kill -0 "$NFS_PID" 2>/dev/null || break
         sleep 0.5
