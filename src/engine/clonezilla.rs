@@ -11,7 +11,7 @@ use crossbeam_channel::bounded;
 
 use crate::disk::{BlockDev, FileDisk};
 use crate::engine::progress::{cancelled, Progress, ProgressEvent};
-use crate::engine::save::{human_bytes, new_id, partial_path, rfc3339_now};
+use crate::engine::save::{check_new_image, human_bytes, new_id, partial_path, rfc3339_now};
 use crate::engine::verify::{Mismatch, VerifyReport};
 use crate::engine::Interrupted;
 use crate::fs::Extents;
@@ -284,19 +284,8 @@ pub fn convert(
     for w in &cz.warnings {
         progress.event(ProgressEvent::Warning(w.clone()));
     }
-    if plan.image.exists() {
-        bail!(
-            "{} already exists; choose a new image name or remove the old image",
-            plan.image.display()
-        );
-    }
+    check_new_image(&plan.image)?;
     let partial = partial_path(&plan.image);
-    if partial.exists() {
-        bail!(
-            "{} exists: an earlier save or convert into it did not finish; remove it first",
-            partial.display()
-        );
-    }
     std::fs::create_dir(&partial).with_context(|| format!("creating {}", partial.display()))?;
     match convert_into(&cz, plan, &partial, progress) {
         Ok(m) => {

@@ -78,6 +78,25 @@ pub struct SaveReport {
     pub verified: Option<verify::VerifyReport>,
 }
 
+/// Refuses an image path that exists, or whose `.partial` directory exists (an earlier save or
+/// convert that did not finish).
+pub fn check_new_image(image: &Path) -> Result<()> {
+    if image.exists() {
+        bail!(
+            "{} already exists; choose a new image name or remove the old image",
+            image.display()
+        );
+    }
+    let partial = partial_path(image);
+    if partial.exists() {
+        bail!(
+            "{} exists: an earlier save into it did not finish; remove it first",
+            partial.display()
+        );
+    }
+    Ok(())
+}
+
 /// The directory a save writes into until it is complete.
 pub fn partial_path(image: &Path) -> PathBuf {
     PathBuf::from(format!("{}.partial", image.display()))
@@ -85,19 +104,8 @@ pub fn partial_path(image: &Path) -> PathBuf {
 
 /// Runs a save. On any error or interruption the partial image is removed.
 pub fn save(plan: &SavePlan, progress: &dyn Progress) -> Result<SaveReport> {
-    if plan.image.exists() {
-        bail!(
-            "{} already exists; choose a new image name or remove the old image",
-            plan.image.display()
-        );
-    }
+    check_new_image(&plan.image)?;
     let partial = partial_path(&plan.image);
-    if partial.exists() {
-        bail!(
-            "{} exists: an earlier save into it did not finish; remove it first",
-            partial.display()
-        );
-    }
     let (mounted, conflict) = sysfs::source_conflicts(&plan.source, &plan.image);
     if let Some(c) = conflict {
         bail!("refusing to save: {c}");
@@ -302,15 +310,7 @@ fn save_into(
         table: TableInfo {
             kind: table.kind.to_string(),
             sector_size: table.sector_size,
-            gpt: table.gpt.as_ref().map(|g| GptInfo {
-                backup_lba: g.backup_lba,
-                first_usable: g.first_usable,
-                last_usable: g.last_usable,
-                primary_entries_lba: g.primary_entries_lba,
-                num_entries: g.num_entries,
-                entry_size: g.entry_size,
-                used_header: g.used_header.to_string(),
-            }),
+            gpt: table.gpt.as_ref().map(GptInfo::from),
             extended: table.extended,
             boot_area_end: boot_area.1,
         },

@@ -71,6 +71,20 @@ pub struct GptInfo {
     pub used_header: String,
 }
 
+impl From<&crate::disk::table::GptLayout> for GptInfo {
+    fn from(g: &crate::disk::table::GptLayout) -> GptInfo {
+        GptInfo {
+            backup_lba: g.backup_lba,
+            first_usable: g.first_usable,
+            last_usable: g.last_usable,
+            primary_entries_lba: g.primary_entries_lba,
+            num_entries: g.num_entries,
+            entry_size: g.entry_size,
+            used_header: g.used_header.to_string(),
+        }
+    }
+}
+
 /// One partition as `inspect --json` shows it (the contract's shape).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionSummary {

@@ -1196,15 +1196,7 @@ impl CzImage {
             table: TableInfo {
                 kind: table.kind.to_string(),
                 sector_size: self.sector_size,
-                gpt: table.gpt.as_ref().map(|g| GptInfo {
-                    backup_lba: g.backup_lba,
-                    first_usable: g.first_usable,
-                    last_usable: g.last_usable,
-                    primary_entries_lba: g.primary_entries_lba,
-                    num_entries: g.num_entries,
-                    entry_size: g.entry_size,
-                    used_header: g.used_header.to_string(),
-                }),
+                gpt: table.gpt.as_ref().map(GptInfo::from),
                 extended: self.extended,
                 boot_area_end,
             },
