@@ -48,8 +48,17 @@ fn a_tampered_manifest_is_caught_by_its_sha256() {
 
 #[test]
 fn kill_9_at_twenty_points_never_leaves_an_image_that_claims_to_be_complete() {
-    let src = windows256();
     let dir = tempdir();
+    // A private copy: a save killed while it measures a filesystem's minimum size (through a
+    // read-only loop device) cannot detach that device; the guard detaches every loop device
+    // backed by this copy, i.e. exactly those our killed processes made.
+    let src = dir.path().join("src.img");
+    sh(&format!(
+        "cp --sparse=always '{}' '{}'",
+        windows256().display(),
+        src.display()
+    ));
+    let _loops = LoopsOf(src.clone());
     // How long a whole save takes here, to spread the kills over it.
     let t0 = Instant::now();
     fc_ok(&[
@@ -98,6 +107,23 @@ fn kill_9_at_twenty_points_never_leaves_an_image_that_claims_to_be_complete() {
         }
     }
     eprintln!("{complete} of 20 killed saves had completed");
+}
+
+/// Detaches, on drop, the loop devices backed by one file this test owns.
+struct LoopsOf(PathBuf);
+
+impl Drop for LoopsOf {
+    fn drop(&mut self) {
+        let list = Command::new("losetup")
+            .arg("-j")
+            .arg(&self.0)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for dev in list.lines().filter_map(|l| l.split(':').next()) {
+            let _ = Command::new("losetup").args(["-d", dev]).status();
+        }
+    }
 }
 
 #[test]
