@@ -376,7 +376,7 @@ fn assert_refused_untouched(img: &Path, target: &Path, needle: &str) {
     assert_eq!(before, sha256_file(target), "the target was modified");
 }
 
-fn flip_byte(path: &Path, offset: u64) {
+pub(crate) fn flip_byte(path: &Path, offset: u64) {
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new()
         .read(true)

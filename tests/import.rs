@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::common::{fc_ok, fc_run, pattern_file, root, sh, sha256_file, tempdir};
+use crate::imaging::{assert_same, bytes, check_partition, flip_byte, inspect, manifest};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
@@ -62,60 +63,6 @@ fn clonezilla(kind: &str, size_mib: u32, opts: &str) -> PathBuf {
 
 const WINDOWS_OPTS: &str = "--comp gz,zst,lz4,none --csum '-a1 -k 64;-a0;-a1 -K' --split 10M";
 const LEGACY_OPTS: &str = "--comp zst,xz,bz2 --csum '-a1 -k 100;-a0' --split 8M";
-
-fn manifest(disk: &Path) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    sh(&format!(
-        "'{}/scripts/disk-manifest.sh' '{}' '{}'",
-        root().display(),
-        disk.display(),
-        out.path().display()
-    ));
-    std::fs::read_to_string(out.path()).unwrap()
-}
-
-fn assert_same(a: &str, b: &str, what: &str) {
-    if a == b {
-        return;
-    }
-    let la: Vec<&str> = a.lines().collect();
-    let lb: Vec<&str> = b.lines().collect();
-    let only_a: Vec<&&str> = la.iter().filter(|l| !lb.contains(l)).take(20).collect();
-    let only_b: Vec<&&str> = lb.iter().filter(|l| !la.contains(l)).take(20).collect();
-    panic!("{what}:\n only in the first: {only_a:#?}\n only in the second: {only_b:#?}");
-}
-
-fn bytes(path: &Path, offset: u64, len: u64) -> Vec<u8> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; len as usize];
-    f.read_exact_at(&mut buf, offset).unwrap();
-    buf
-}
-
-fn inspect(disk: &Path) -> serde_json::Value {
-    serde_json::from_str(&fc_ok(&["inspect", s(disk), "--json"])).unwrap()
-}
-
-fn check_partition(disk: &Path, n: u64, check: &str) {
-    let j = inspect(disk);
-    let p = j["partitions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["number"] == n)
-        .unwrap_or_else(|| panic!("no partition {n} in {j}"));
-    let dir = tempdir();
-    let part = dir.path().join("part.img");
-    sh(&format!(
-        "dd if='{}' of='{}' bs=1M iflag=skip_bytes,count_bytes skip={} count={} conv=sparse status=none",
-        disk.display(),
-        part.display(),
-        p["start_bytes"],
-        p["size_bytes"]
-    ));
-    sh(&format!("{check} '{}'", part.display()));
-}
 
 fn sfdisk_dump(p: &Path) -> String {
     sh(&format!("sfdisk -d '{}'", p.display())).replace(s(p), "DISK")
@@ -282,19 +229,6 @@ fn assert_refused_untouched(img: &Path, target: &Path, needles: &[&str]) -> Stri
     }
     assert_eq!(before, sha256_file(target), "the target was modified");
     err
-}
-
-fn flip_byte(path: &Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8; 1];
-    f.read_exact_at(&mut b, offset).unwrap();
-    b[0] ^= 0xFF;
-    f.write_all_at(&b, offset).unwrap();
 }
 
 #[test]
