@@ -4,8 +4,8 @@
 //! 0xA5 → `ntfsfix -n` (alternate boot sector OK) and every file's SHA-256 through a read-only
 //! ntfs-3g mount.
 //!
-//! Skipped, with a message, when a tool (mkntfs, ntfs-3g, ntfsfix, partclone.ntfs, fusermount)
-//! or /dev/fuse is missing.
+//! A missing tool (mkntfs, ntfs-3g, ntfsfix, partclone.ntfs, fusermount) or /dev/fuse fails the
+//! tests: CI installs them (scripts/setup.sh).
 
 use std::io::Read;
 use std::os::unix::fs::FileExt;
